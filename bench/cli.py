@@ -1,0 +1,37 @@
+"""vmvc: VMs versus containers, measured. One image, identical workloads, side by side.
+
+Each verb lives in its own module under bench/commands/ and registers itself here; the
+suite's errors become one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.commands import COMMANDS
+from bench.errors import VmvcError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmvc", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except VmvcError as exc:
+        print(f"vmvc: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vmvc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

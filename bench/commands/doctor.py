@@ -1,0 +1,5 @@
+"""``vmvc doctor``: placeholder replaced below."""
+
+
+def register(verbs) -> None:
+    pass

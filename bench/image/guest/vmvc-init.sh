@@ -1,0 +1,45 @@
+#!/bin/sh
+# vmvc guest init: PID 1 of a VM booted from the vmvc image (installed as
+# /usr/local/sbin/vmvc-init). Mounts the API file systems, tells the host that init started
+# (a line on the org.vmvc.marker.0 virtio-serial port, timestamped by the host on arrival,
+# and on the console), then runs the QEMU guest agent, restarting it should it die, and
+# reaps every orphan meanwhile. SIGTERM or SIGUSR2 powers the VM off.
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+bb=busybox
+
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb grep -qs ' /dev ' /proc/mounts || $bb mount -t devtmpfs devtmpfs /dev
+$bb mkdir -p /dev/pts /dev/shm /dev/mqueue
+$bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+$bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+$bb mount -t mqueue mqueue /dev/mqueue
+$bb mount -t tmpfs -o mode=755 tmpfs /run
+$bb mount -t tmpfs -o mode=1777 tmpfs /tmp
+if [ -d /sys/fs/cgroup ]; then $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; fi
+echo vmvc-guest > /proc/sys/kernel/hostname
+$bb ip link set lo up
+
+mark() {
+  echo "vmvc-guest: $1" > /dev/console
+  if [ -c /dev/virtio-ports/org.vmvc.marker.0 ]; then
+    echo "$1" > /dev/virtio-ports/org.vmvc.marker.0
+  fi
+}
+trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
+mark init-started
+
+agent_port=/dev/virtio-ports/org.qemu.guest_agent.0
+if ! command -v qemu-ga > /dev/null || [ ! -c "$agent_port" ]; then
+  mark "no-agent"
+fi
+while :; do
+  if command -v qemu-ga > /dev/null && [ -c "$agent_port" ]; then
+    qemu-ga --method=virtio-serial --path="$agent_port" &
+  else
+    $bb sleep 3600 &
+  fi
+  wait
+  $bb sleep 1
+done
