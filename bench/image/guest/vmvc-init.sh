@@ -19,6 +19,13 @@ $bb mount -t tmpfs -o mode=755 tmpfs /run
 $bb mount -t tmpfs -o mode=1777 tmpfs /tmp
 if [ -d /sys/fs/cgroup ]; then $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; fi
 echo vmvc-guest > /proc/sys/kernel/hostname
+
+# No udev here: name the virtio-serial ports the way udev's rule would.
+$bb mkdir -p /dev/virtio-ports
+for port in /sys/class/virtio-ports/*; do
+  [ -r "$port/name" ] || continue
+  $bb ln -sf "../${port##*/}" "/dev/virtio-ports/$($bb cat "$port/name")"
+done
 $bb ip link set lo up
 
 mark() {

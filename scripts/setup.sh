@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# vmvc setup: everything `make test` and `make bench` need on a fresh Debian 12 or
+# Ubuntu 22.04+ machine, as root. Idempotent: a second run changes nothing and takes seconds.
+#   1. system packages (only the missing ones are installed)
+#   2. .venv with the project and its dev extra (reinstalled when pyproject.toml changes)
+#   3. cgroups: a hybrid host's cgroup2 emptied of controllers (crun refuses it otherwise)
+#   4. the shared images (full and tiny), from the cache when nothing changed
+#   5. the KVM probe (a real boot), then virtlogd and libvirtd, with /dev/kvm hidden from
+#      libvirtd when it exists but does not work (each domain start would take ~45 s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+  mmdebstrap debian-archive-keyring busybox-static e2fsprogs kmod tar crun runc uidmap
+  iproute2 util-linux procps libseccomp2 libseccomp-dev umoci gcc python3-dev python3-venv
+)
+
+install_packages() {
+  local missing=()
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+pick_python() {
+  for py in python3.13 python3.12 python3.11 python3; do
+    command -v "$py" >/dev/null || continue
+    "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+      && { command -v "$py"; return; }
+  done
+  die "no Python >= 3.11 with venv found (Ubuntu 22.04: apt-get install python3.11-venv)"
+}
+
+install_venv() {
+  local stamp=.venv/.vmvc-installed want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  say "creating .venv"
+  [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+}
+
+empty_cgroup2_on_hybrid() {
+  # crun 1.8 refuses hybrid hosts whose cgroup2 holds controllers; here only hugetlb is
+  # there, and mounting it as a v1 hierarchy moves it out (ENVIRONMENT.md).
+  local unified=/sys/fs/cgroup/unified
+  [ -f "$unified/cgroup.controllers" ] || return 0
+  for ctl in $(cat "$unified/cgroup.controllers"); do
+    mountpoint -q "/sys/fs/cgroup/$ctl" && continue
+    say "mounting the $ctl cgroup controller as a v1 hierarchy"
+    mkdir -p "/sys/fs/cgroup/$ctl"
+    mount -t cgroup -o "$ctl" cgroup "/sys/fs/cgroup/$ctl"
+  done
+}
+
+build_images() {
+  .venv/bin/vmvc image build --profile full >&2
+  .venv/bin/vmvc image build --profile tiny >&2
+}
+
+libvirtd_sees_kvm() {  # true when the running libvirtd's /dev/kvm is the real device
+  [ "$(stat -L -c '%t:%T' "/proc/$1/root/dev/kvm" 2>/dev/null)" = "a:e8" ]
+}
+
+wait_for_socket() {
+  for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done
+  die "$2 did not create $1"
+}
+
+start_libvirt() {
+  local accel hide=no pid
+  accel=$(.venv/bin/python -m bench.host_checks accelerator)
+  [ "$accel" = tcg ] && [ -e /dev/kvm ] && hide=yes
+  if [ -d /run/systemd/system ]; then
+    local dropin=/etc/systemd/system/libvirtd.service.d/vmvc-hide-kvm.conf
+    if [ $hide = yes ] && [ ! -f $dropin ]; then
+      mkdir -p "$(dirname $dropin)"
+      printf '[Service]\nBindReadOnlyPaths=/dev/null:/dev/kvm\n' > $dropin
+      systemctl daemon-reload
+      systemctl restart libvirtd
+    fi
+    systemctl start virtlogd libvirtd
+  else
+    pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
+    wait_for_socket /run/libvirt/virtlogd-sock virtlogd
+    pid=$(pgrep -x libvirtd || true)
+    if [ -n "$pid" ] && [ $hide = yes ] && libvirtd_sees_kvm "$pid"; then
+      say "restarting libvirtd with the unusable /dev/kvm hidden"
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      pid=""
+    fi
+    if [ -z "$pid" ]; then
+      say "starting libvirtd (accelerator: $accel)"
+      rm -f /run/libvirt/libvirt-sock
+      if [ $hide = yes ]; then
+        unshare -m --propagation private sh -c \
+          'mount --bind /dev/null /dev/kvm && exec libvirtd -d'
+      else
+        libvirtd -d
+      fi
+    fi
+    wait_for_socket /run/libvirt/libvirt-sock libvirtd
+  fi
+  # The suite never uses libvirt's default (NAT) network: keep it from starting.
+  if virsh -q -c qemu:///system net-info default >/dev/null 2>&1; then
+    virsh -q -c qemu:///system net-autostart default --disable >/dev/null 2>&1 || true
+    virsh -q -c qemu:///system net-destroy default >/dev/null 2>&1 || true
+  fi
+}
+
+install_packages
+install_venv
+empty_cgroup2_on_hybrid
+build_images
+start_libvirt
+say "setup done: .venv/bin/vmvc doctor tells what this host can run"

@@ -1,0 +1,64 @@
+"""Shared fixtures: the images, and a session-wide check that nothing leaks.
+
+The suite's rule is that no mount, QEMU process, scratch or temporary directory outlives
+the operation or test that made it; ``no_leaks`` compares the host before and after.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.image.build import ImageArtifacts, build_image
+from bench.image.cache import default_cache_dir
+
+
+def _mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def _qemu_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("qemu-system"):
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _vmvc_temp() -> set[str]:
+    tmp = {p.name for p in Path("/tmp").glob("vmvc-*")}
+    scratch = default_cache_dir() / "tmp"
+    return tmp | ({f"scratch/{p.name}" for p in scratch.iterdir()} if scratch.is_dir() else set())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks():
+    before = (_mount_points(), _qemu_pids(), _vmvc_temp())
+    yield
+    after = (_mount_points(), _qemu_pids(), _vmvc_temp())
+    assert after[0] <= before[0], f"mounts left behind: {after[0] - before[0]}"
+    assert after[1] <= before[1], f"QEMU processes left behind: {after[1] - before[1]}"
+    assert after[2] <= before[2], f"temporary dirs left behind: {after[2] - before[2]}"
+
+
+@pytest.fixture(scope="session")
+def full_image() -> ImageArtifacts:
+    """The full image from the default cache (make setup built it)."""
+    return build_image("full")
+
+
+@pytest.fixture(scope="session")
+def tiny_image() -> ImageArtifacts:
+    return build_image("tiny")
+
+
+@pytest.fixture
+def as_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
