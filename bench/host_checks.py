@@ -73,7 +73,8 @@ def check_cgroups(layout: kernel_features.CgroupLayout) -> Check:
     if layout.v1_controllers:
         parts.append(f"v1: {' '.join(layout.v1_controllers)}")
     if layout.v2_mount:
-        parts.append(f"cgroup2 at {layout.v2_mount}: {' '.join(layout.v2_controllers) or 'no controllers'}")
+        controllers = " ".join(layout.v2_controllers) or "no controllers"
+        parts.append(f"cgroup2 at {layout.v2_mount}: {controllers}")
     missing = layout.missing()
     detail = f"{layout.kind} ({'; '.join(parts)})"
     if missing:

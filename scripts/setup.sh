@@ -46,8 +46,12 @@ install_venv() {
   local stamp=.venv/.vmvc-installed want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  say "creating .venv"
-  [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
+  if [ -x .venv/bin/python ]; then
+    say "updating .venv (pyproject.toml changed)"
+  else
+    say "creating .venv"
+    "$(pick_python)" -m venv .venv
+  fi
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"

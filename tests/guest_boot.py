@@ -69,7 +69,7 @@ class GuestAgent:
                 while self._reply(2).get("return") != token:
                     pass
                 return
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
         raise TimeoutError("the guest agent never answered")
 

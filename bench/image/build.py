@@ -23,7 +23,7 @@ from bench.image import cache
 from bench.image.debian_archive import PrivateApt, debian_sources
 from bench.image.digest import RECORD_DIR, rootfs_digest
 from bench.image.ext4_disk import disk_size, make_ext4
-from bench.image.guest_kernel import KERNEL_META_PACKAGE, extract_kernel, kernel_package
+from bench.image.guest_kernel import KERNEL_META_PACKAGE, extract_kernel, kernel_image_package
 from bench.image.initramfs import build_initramfs
 from bench.image.oci_layout import write_oci_layout
 from bench.image.rootfs import (
@@ -91,9 +91,7 @@ def builder_sources_hash() -> str:
 def resolve_inputs(apt: PrivateApt, profile: str, packages: list[str]) -> dict:
     """Every input of the build, versions included; its hash is the cache key."""
     boot = apt.resolve([KERNEL_META_PACKAGE, "busybox-static"], essential=False)
-    kernel = kernel_package(apt.show_field(KERNEL_META_PACKAGE, "Depends"))
-    if kernel not in boot:
-        raise VmvcError(f"cannot resolve the guest kernel package {kernel}")
+    kernel = kernel_image_package(boot)
     return {
         "profile": profile,
         "suite": SUITE,

@@ -175,15 +175,6 @@ class PrivateApt:
             raise VmvcError(f"unknown package: {', '.join(unknown)} (not in {self.sources[0].uri}"
                             f" {self.sources[0].suite})")
 
-    def show_field(self, package: str, field: str) -> str:
-        """A field of the candidate version's record (e.g. Depends, Version)."""
-        out = run_tool(["apt-cache", *self._options(), "show", "--no-all-versions", package],
-                       f"apt-cache show {package}")
-        m = re.search(rf"^{field}: (.*)$", out, re.M)
-        if not m:
-            raise VmvcError(f"{package} has no {field} field in the archive")
-        return m.group(1).strip()
-
     def download(self, package: str, version: str) -> Path:
         """The .deb of *package* at *version*, downloaded once into the debs cache."""
         name = f"{package}_{version.replace(':', '%3a')}_"

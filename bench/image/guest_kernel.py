@@ -8,6 +8,7 @@ drivers are modules, whose load order comes from ``depmod`` run on the unpacked 
 from __future__ import annotations
 
 import lzma
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,14 @@ class GuestKernel:
     modules: list[tuple[str, bytes]]  # (file name, uncompressed .ko) in load order
 
 
-def kernel_package(meta_depends: str) -> str:
-    """The versioned image package a meta package's Depends field points at."""
-    first = meta_depends.split(",")[0].split("|")[0].split("(")[0].strip()
-    if not first.startswith("linux-image-"):
-        raise VmvcError(f"{KERNEL_META_PACKAGE} depends on {first!r}, not a kernel image")
-    return first
+def kernel_image_package(resolved: dict[str, str]) -> str:
+    """The versioned image package (linux-image-6.1.0-NN-cloud-amd64) among the packages
+    that installing the meta package resolves to."""
+    images = [name for name in resolved if re.fullmatch(r"linux-image-\d\S*-cloud-amd64", name)]
+    if len(images) != 1:
+        raise VmvcError(f"{KERNEL_META_PACKAGE} resolves to {len(images)} kernel images: "
+                        f"{', '.join(images) or 'none'}")
+    return images[0]
 
 
 def module_load_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:

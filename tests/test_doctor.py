@@ -1,0 +1,126 @@
+"""``vmvc doctor`` tells the truth about this host: checked against independent evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.host_checks import BACKENDS, newest_kernel
+from bench.image.cache import default_cache_dir
+from bench.kernel_features import cgroup_layout
+from vmdriver.accel import probe_kvm
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", "doctor", *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    proc = doctor("--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {check["name"]: check for check in report["checks"]}
+
+
+def test_json_follows_the_contract(report: dict) -> None:
+    assert report["accelerator"] in ("kvm", "tcg")
+    for check in report["checks"]:
+        assert {"name", "ok", "detail", "fix"} <= check.keys()
+        assert isinstance(check["ok"], bool) and check["detail"]
+        if not check["ok"]:
+            assert check["fix"], f"{check['name']} failed without a fix"
+    names = by_name(report)
+    for expected in ("root", "cgroups", "overlayfs", "seccomp", "kvm", "libvirt", "qemu",
+                     "runc", "crun", "podman", "image cache"):
+        assert expected in names
+    assert {f"namespace {n}" for n in ("pid", "net", "ipc", "mnt", "uts", "user", "cgroup")} \
+        <= names.keys()
+
+
+def test_kvm_verdict_matches_a_fresh_probe(report: dict) -> None:
+    """The cached verdict agrees with a boot done now, uncached."""
+    kernel, initramfs = newest_kernel(default_cache_dir())
+    assert kernel is not None and initramfs is not None
+    fresh = probe_kvm(kernel, initramfs)
+    assert report["accelerator"] == fresh.accelerator
+    assert by_name(report)["kvm"]["ok"] == fresh.usable
+
+
+@pytest.mark.skipif(not Path("/sys/module/kvm_pvm").exists(), reason="not a PVM-only KVM host")
+def test_pvm_host_reports_kvm_unusable_and_chooses_tcg(report: dict) -> None:
+    kvm = by_name(report)["kvm"]
+    assert report["accelerator"] == "tcg" and not kvm["ok"]
+    assert "-accel kvm" in kvm["detail"]  # how it was decided: a boot, not /dev/kvm
+    assert "TCG" in kvm["detail"] and "emulated" in kvm["detail"]
+    assert "domain type qemu" in by_name(report)["libvirt"]["detail"]
+    assert by_name(report)["libvirtd /dev/kvm hidden"]["ok"]
+
+
+def test_kernel_feature_checks_agree_with_the_host(report: dict) -> None:
+    names = by_name(report)
+    assert names["root"]["ok"] == (os.geteuid() == 0)
+    layout = cgroup_layout()
+    assert names["cgroups"]["detail"].startswith(layout.kind)
+    assert names["overlayfs"]["ok"] and names["seccomp"]["ok"]  # both work on our machines
+
+
+def test_exit_status_follows_the_requested_backends(report: dict) -> None:
+    names = by_name(report)
+    needed_by_bare = [c for c in names.values() if not c["ok"] and "bare" in c["needed_by"]]
+    assert doctor("--backends", "bare").returncode == (1 if needed_by_bare else 0)
+    failing = [c for c in names.values() if not c["ok"] and set(c["needed_by"]) & set(BACKENDS)]
+    assert doctor().returncode == (1 if failing else 0)
+
+
+def test_podman_missing_does_not_fail_the_suite(report: dict) -> None:
+    podman = by_name(report)["podman"]
+    assert podman["needed_by"] == []
+
+
+def test_unknown_backend_is_one_line() -> None:
+    proc = doctor("--backends", "bare,lxc")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "vmvc: unknown backend lxc (choose from bare, builtin, builtin-cli, runc, crun, vm)"]
+
+
+def test_table_shows_a_fix_for_each_failure(report: dict) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "doctor"], capture_output=True,
+                          text=True, timeout=300, check=False, env={**os.environ, "COLUMNS": "250"})
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert proc.stdout.count("fix: ") == len(failed)
+    for check in failed:
+        assert f"fix: {check['fix']}" in proc.stdout
+    assert "accelerator: " in proc.stdout and "Traceback" not in proc.stderr
+
+
+SAMPLES = {
+    "v2": "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+    "hybrid": (
+        "31 23 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs ro,mode=755\n"
+        "32 31 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n"
+        "33 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        "34 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    ),
+    "v1": "33 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+}
+
+
+@pytest.mark.parametrize("kind", SAMPLES)
+def test_cgroup_layout_is_recognised(kind: str) -> None:
+    layout = cgroup_layout(SAMPLES[kind])
+    assert layout.kind == kind
+    if kind != "v2":
+        assert "memory" in layout.v1_controllers
+    if kind == "hybrid":
+        assert set(layout.v1_controllers) == {"memory", "cpu", "cpuacct"}

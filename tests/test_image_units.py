@@ -1,0 +1,108 @@
+"""Logic beside the real builds: module order, the cpio writer, OCI whiteouts, sources."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bench.errors import VmvcError
+from bench.image.debian_archive import AptSource, debian_sources
+from bench.image.guest_kernel import kernel_image_package, module_load_order
+from bench.image.initramfs import CpioWriter
+from runtime.errors import ContainerError
+from runtime.oci_image import _unpack_layer
+
+MODULES_DEP = """\
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko \
+kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko
+"""
+
+
+def test_modules_load_dependencies_first() -> None:
+    order = [p.rsplit("/", 1)[1] for p in
+             module_load_order(MODULES_DEP, ("virtio_pci", "virtio_blk", "virtio_rng"))]
+    assert order == ["virtio_pci_modern_dev.ko", "virtio_ring.ko", "virtio.ko",
+                     "virtio_pci.ko", "virtio_blk.ko", "virtio-rng.ko"]
+
+
+def test_unknown_module_is_an_error() -> None:
+    with pytest.raises(VmvcError, match="no module virtio_gpu"):
+        module_load_order(MODULES_DEP, ("virtio_gpu",))
+
+
+def test_kernel_image_package_is_found_among_the_resolved() -> None:
+    resolved = {"linux-image-cloud-amd64": "6.1.192-3", "kmod": "30",
+                "linux-image-6.1.0-57-cloud-amd64": "6.1.192-3"}
+    assert kernel_image_package(resolved) == "linux-image-6.1.0-57-cloud-amd64"
+    with pytest.raises(VmvcError, match="resolves to 0 kernel images"):
+        kernel_image_package({"kmod": "30"})
+
+
+def test_cpio_is_read_back_by_busybox(tmp_path: Path) -> None:
+    cpio = CpioWriter()
+    cpio.directory("bin")
+    cpio.file("bin/hello", b"hello\n", 0o755)
+    cpio.char_device("console", 5, 1)
+    archive = tmp_path / "a.cpio"
+    archive.write_bytes(cpio.finish())
+    listing = subprocess.run(["busybox", "cpio", "-t", "-v", "-F", str(archive)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "drwxr-xr-x" in listing and " bin/hello" in listing and "crw-------" in listing
+    assert archive.stat().st_size % 512 == 0
+
+
+def _layer(entries: list[tuple[str, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_whiteouts_become_overlay_whiteouts(tmp_path: Path, as_root: None) -> None:
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(_layer([("etc", None), ("etc/.wh.gone", b""), ("opt", None),
+                             ("opt/.wh..wh..opq", b""), ("opt/new", b"x")]))
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    _unpack_layer(blob, "r|", dest.resolve())
+    gone = os.lstat(dest / "etc/gone")
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0
+    assert os.getxattr(dest / "opt", "trusted.overlay.opaque") == b"y"
+    assert (dest / "opt/new").read_text() == "x"
+    assert not (dest / "opt/.wh..wh..opq").exists()
+
+
+def test_layer_entries_cannot_escape(tmp_path: Path) -> None:
+    blob = tmp_path / "evil.tar"
+    blob.write_bytes(_layer([("../escaped", b"x")]))
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    with pytest.raises(ContainerError, match="outside the layer"):
+        _unpack_layer(blob, "r|", dest.resolve())
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_explicit_mirror_is_used_alone() -> None:
+    assert debian_sources("bookworm", "http://127.0.0.1:9/debian/") == [
+        AptSource("http://127.0.0.1:9/debian", "bookworm")]
+    suites = [s.suite for s in debian_sources("bookworm")]
+    assert suites == ["bookworm", "bookworm-updates", "bookworm-security"]
