@@ -6,14 +6,28 @@ quotes the tool's own last words, so every caller reports failures the same way.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.errors import VmvcError
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when vmvc dies, even by SIGKILL.
+
+    A killed build must not leave mmdebstrap writing into (and mounting inside) a scratch
+    dir that the next build will remove; on SIGTERM mmdebstrap unmounts and exits.
+    """
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def require_tool(name: str, package: str) -> str:
@@ -59,6 +73,7 @@ def run_tool(
             errors="replace",
             timeout=timeout,
             check=False,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise VmvcError(f"{step}: {argv[0]} not found") from exc
@@ -91,7 +106,7 @@ def run_streaming(
     try:
         proc = subprocess.Popen(
             [os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace",
+            stderr=subprocess.STDOUT, text=True, errors="replace", preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise VmvcError(f"{step}: {argv[0]} not found") from exc

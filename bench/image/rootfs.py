@@ -26,10 +26,16 @@ HOSTNAME = "vmvc"
 
 def build_debian_rootfs(suite: str, sources: list[AptSource], packages: list[str], out: Path,
                         progress: StepProgress) -> None:
-    """mmdebstrap's essential variant plus *packages*, into the directory *out*."""
+    """mmdebstrap's essential variant plus *packages*, into the directory *out*.
+
+    mmdebstrap mounts /proc, /sys and /dev into the chroot; run in a private mount
+    namespace, those mounts vanish with it, even if it is killed before it unmounts.
+    """
     require_tool("mmdebstrap", "mmdebstrap")
+    require_tool("unshare", "util-linux")
     mode = "root" if os.geteuid() == 0 else "unshare"
-    argv = ["mmdebstrap", f"--mode={mode}", "--variant=essential", "--format=directory",
+    argv = ["unshare", "--mount", "--propagation", "private", "--",
+            "mmdebstrap", f"--mode={mode}", "--variant=essential", "--format=directory",
             f"--include={','.join(packages)}", suite, out, *(s.line() for s in sources)]
 
     def show(line: str) -> None:
