@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import kernel_features
-from bench.image.build import cached_images
+from bench.image.build import cached_images, superseded_images
 from bench.image.cache import default_cache_dir, read_manifest
 from vmdriver.accel import KvmVerdict, decide_accelerator
 
@@ -197,10 +197,12 @@ def check_image_cache(cache_dir: Path) -> Check:
                      (*CONTAINERS, "vm"))
     manifest = read_manifest(entries[0])
     names = ", ".join(e.name.split("-")[0] for e in entries)
-    return Check("image cache", True,
-                 f"{len(entries)} image(s) in {cache_dir} ({names}); newest {entries[0].name}: "
-                 f"{manifest['digest'][:19]}…, kernel {manifest['kernel_version']}", fix,
-                 (*CONTAINERS, "vm"))
+    detail = (f"{len(entries)} image(s) in {cache_dir} ({names}); newest {entries[0].name}: "
+              f"{manifest['digest'][:19]}…, kernel {manifest['kernel_version']}")
+    superseded = superseded_images(cache_dir)
+    if superseded:
+        detail += f"; {len(superseded)} superseded (vmvc image prune removes them)"
+    return Check("image cache", True, detail, fix, (*CONTAINERS, "vm"))
 
 
 def newest_kernel(cache_dir: Path) -> tuple[Path | None, Path | None]:

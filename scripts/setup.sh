@@ -33,13 +33,21 @@ install_packages() {
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-pick_python() {
+find_python() {
   for py in python3.13 python3.12 python3.11 python3; do
     command -v "$py" >/dev/null || continue
     "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
-      && { command -v "$py"; return; }
+      && { command -v "$py"; return 0; }
   done
-  die "no Python >= 3.11 with venv found (Ubuntu 22.04: apt-get install python3.11-venv)"
+  return 1
+}
+
+pick_python() {  # Ubuntu 22.04's python3 is 3.10: its archive has 3.11 beside it
+  find_python && return
+  say "installing python3.11"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    python3.11 python3.11-venv python3.11-dev >&2
+  find_python || die "no Python >= 3.11 with venv found"
 }
 
 install_venv() {
@@ -93,6 +101,10 @@ start_libvirt() {
     if [ $hide = yes ] && [ ! -f $dropin ]; then
       mkdir -p "$(dirname $dropin)"
       printf '[Service]\nBindReadOnlyPaths=/dev/null:/dev/kvm\n' > $dropin
+      systemctl daemon-reload
+      systemctl restart libvirtd
+    elif [ $hide = no ] && [ -f $dropin ]; then
+      rm $dropin
       systemctl daemon-reload
       systemctl restart libvirtd
     fi

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,14 @@ def test_build_leaves_only_the_entry(tiny: ImageArtifacts, cache_dir: Path) -> N
     assert list((cache_dir / "tmp").iterdir()) == []
     assert sorted(p.name for p in tiny.entry.iterdir()) == [
         "artifacts.json", "disk.ext4", "initramfs.img", "oci", "vmlinuz"]
+
+
+def test_prune_removes_only_superseded_entries(tiny: ImageArtifacts, cache_dir: Path) -> None:
+    older = tiny.entry.with_name("tiny-0000older0000")
+    shutil.copytree(tiny.entry, older)
+    os.utime(older / cache.MANIFEST, (1, 1))  # built long ago, same profile and packages
+    proc = subprocess.run([sys.executable, "-m", "bench", "image", "prune", "--cache-dir",
+                           str(cache_dir)], capture_output=True, text=True, check=True)
+    assert "removed tiny-0000older0000" in proc.stdout
+    assert not older.exists()
+    assert cache.corruption(tiny.entry) is None

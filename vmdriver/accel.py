@@ -148,9 +148,3 @@ def decide_accelerator(kernel: Path | None, initramfs: Path | None,
         tmp.rename(cache_file)
     return verdict
 
-
-if __name__ == "__main__":  # python -m vmdriver.accel KERNEL INITRAMFS: print the verdict
-    import sys
-
-    result = probe_kvm(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(json.dumps(asdict(result)))

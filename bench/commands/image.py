@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from bench.errors import VmvcError
+from bench.fs_cleanup import remove_tree
 from bench.image import cache
-from bench.image.build import PROFILES, build_image, cached_images
+from bench.image.build import PROFILES, build_image, cached_images, superseded_images
 from bench.progress import StepProgress
 
 
@@ -27,6 +28,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     _cache_option(build)
     build.add_argument("--json", action="store_true", help="print the artifacts as JSON")
     build.set_defaults(handler=run_build)
+
+    prune = actions.add_parser("prune", help="remove entries superseded by newer builds")
+    _cache_option(prune)
+    prune.set_defaults(handler=run_prune)
 
     verify = actions.add_parser("verify", help="check every cached entry against its hashes")
     _cache_option(verify)
@@ -61,3 +66,14 @@ def run_verify(args: argparse.Namespace) -> int:
         bad += problem is not None
         print(f"{entry.name}: {problem or 'ok'}")
     return 1 if bad else 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    freed = 0
+    for entry in superseded_images(args.cache_dir):
+        size = sum(p.stat().st_blocks * 512 for p in entry.rglob("*") if p.is_file())
+        remove_tree(entry)
+        freed += size
+        print(f"removed {entry.name} ({size / 2**20:.0f} MiB)")
+    print(f"freed {freed / 2**20:.0f} MiB")
+    return 0

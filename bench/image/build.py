@@ -218,3 +218,26 @@ def cached_images(cache_dir: Path | None = None) -> list[Path]:
         return []
     entries = [p for p in images.iterdir() if (p / cache.MANIFEST).exists()]
     return sorted(entries, key=lambda p: (p / cache.MANIFEST).stat().st_mtime, reverse=True)
+
+
+def superseded_images(cache_dir: Path | None = None) -> list[Path]:
+    """Entries for which a newer entry of the same profile and package list exists.
+
+    They were built from older package versions or older builder code; nothing picks them
+    any more, but a VM or container started from one may still use it, so they are only
+    removed on request (``vmvc image prune``).
+    """
+    newest: dict[tuple[str, tuple[str, ...]], Path] = {}
+    superseded = []
+    for entry in cached_images(cache_dir):  # newest first
+        try:
+            inputs = cache.read_manifest(entry)["inputs"]
+            lineage = (inputs["profile"], tuple(inputs["packages"]))
+        except (OSError, ValueError, KeyError):
+            superseded.append(entry)  # unreadable: useless anyway
+            continue
+        if lineage in newest:
+            superseded.append(entry)
+        else:
+            newest[lineage] = entry
+    return superseded
