@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -35,59 +36,107 @@ class ImageManifest:
     config: dict
 
     def blob(self, digest: str) -> Path:
-        algorithm, _, hexdigest = digest.partition(":")
-        return self.layout / "blobs" / algorithm / hexdigest
+        return _blob_path(self.layout, digest)
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ContainerError(f"OCI layout: {path} missing") from exc
-    except ValueError as exc:
-        raise ContainerError(f"OCI layout: {path} is not valid JSON: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"OCI layout: {path} is not readable JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ContainerError(f"OCI layout: {path} is not a JSON object")
+    return value
+
+
+def _blob_path(layout: Path, digest: object) -> Path:
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise ContainerError(f"OCI layout {layout}: invalid digest {digest!r}")
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def _read_blob_json(layout: Path, digest: object) -> dict:
+    path = _blob_path(layout, digest)
+    _check_blob(path, str(digest))
+    return _read_json(path)
 
 
 def read_manifest(layout: Path, ref: str | None = None) -> ImageManifest:
     """The image manifest of *layout* (the one named *ref*, or the only one)."""
     index = _read_json(layout / "index.json")
-    manifests = [m for m in index.get("manifests", []) if m.get("mediaType") == MEDIA_MANIFEST]
+    manifests = [m for m in index.get("manifests", [])
+                 if isinstance(m, dict) and m.get("mediaType") == MEDIA_MANIFEST]
     if ref is not None:
         manifests = [m for m in manifests
                      if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref]
     if len(manifests) != 1:
         raise ContainerError(f"OCI layout {layout}: {len(manifests)} manifests match, need one")
-    digest = manifests[0]["digest"]
-    path = layout / "blobs" / Path(*digest.split(":", 1))
-    manifest = _read_json(path)
-    layout_manifest = ImageManifest(layout, digest, manifest.get("layers", []),
-                                    manifest.get("annotations", {}), {})
-    config = _read_json(layout_manifest.blob(manifest["config"]["digest"]))
-    return ImageManifest(layout, digest, layout_manifest.layers, layout_manifest.annotations,
-                         config)
+    digest = manifests[0].get("digest")
+    manifest = _read_blob_json(layout, digest)
+    try:
+        config = _read_blob_json(layout, manifest["config"]["digest"])
+        layers = list(manifest["layers"])
+    except (KeyError, TypeError) as exc:
+        raise ContainerError(f"OCI layout {layout}: manifest {digest} lacks {exc}") from exc
+    for layer in layers:
+        _blob_path(layout, layer.get("digest") if isinstance(layer, dict) else None)
+    return ImageManifest(layout, str(digest), layers, manifest.get("annotations", {}), config)
 
 
-def _inside(root: Path, name: str) -> Path:
-    target = Path(os.path.normpath(root / name.lstrip("/")))
-    parent = Path(os.path.realpath(target.parent))
-    if target != root and not parent.is_relative_to(root):
+def _relative(name: str) -> str:
+    """A member name as a path relative to the layer root ('/x', './x' and 'x' alike)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ContainerError(f"layer entry {name!r} points outside the layer")
+    return "/".join(parts)
+
+
+def _target(root: Path, name: str) -> Path:
+    """Where *name* lands under *root*, refusing any path whose parents leave *root*
+    (through '..' or through a symlink unpacked earlier)."""
+    target = root / _relative(name)
+    if not Path(os.path.realpath(target.parent)).is_relative_to(root):
         raise ContainerError(f"layer entry {name!r} points outside the layer")
     return target
 
 
 def _unpack_layer(blob: Path, mode: str, dest: Path) -> None:
+    """Unpack one layer into *dest* (absolute, resolved), translating whiteouts."""
     with blob.open("rb") as raw, tarfile.open(fileobj=raw, mode=mode) as tar:
         for member in tar:
-            target = _inside(dest, member.name)
+            if not _relative(member.name):
+                continue  # the layer root itself
+            target = _target(dest, member.name)
             base = target.name
             if base == OPAQUE:
                 os.setxattr(target.parent, "trusted.overlay.opaque", b"y")
-            elif base.startswith(WHITEOUT):
-                os.mknod(target.parent / base[len(WHITEOUT):], 0o600 | 0o020000, os.makedev(0, 0))
-            else:
-                if member.islnk():
-                    _inside(dest, member.linkname)
-                tar.extract(member, dest, numeric_owner=True, filter="fully_trusted")
+                continue
+            if base.startswith(WHITEOUT):
+                os.mknod(target.parent / base[len(WHITEOUT):], 0o600 | 0o020000,
+                         os.makedev(0, 0))
+                continue
+            safe = member.replace(name=_relative(member.name), deep=False)
+            if member.islnk():  # os.link follows symlinks: the final target must be inside
+                source = _target(dest, member.linkname)
+                if not Path(os.path.realpath(source)).is_relative_to(dest):
+                    raise ContainerError(f"layer link {member.name!r} points outside the layer")
+                safe = safe.replace(linkname=_relative(member.linkname), deep=False)
+            # tar semantics: an entry replaces what is there; never write through a symlink
+            if os.path.islink(target) or (target.exists() and not target.is_dir()) or (
+                    target.is_dir() and not member.isdir()):
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            try:
+                tar.extract(safe, dest, numeric_owner=True, filter="fully_trusted")
+            except (KeyError, OSError, tarfile.TarError) as exc:
+                raise ContainerError(f"layer entry {member.name!r}: {exc}") from exc
 
 
 def unpack_layers(manifest: ImageManifest, store: Path) -> list[Path]:
@@ -107,7 +156,12 @@ def unpack_layers(manifest: ImageManifest, store: Path) -> list[Path]:
             partial.mkdir(parents=True)
             try:
                 _unpack_layer(blob, mode, partial.resolve())
-                partial.rename(dest)
+                try:
+                    partial.rename(dest)
+                except OSError:
+                    if not dest.is_dir():
+                        raise
+                    shutil.rmtree(partial)  # another process unpacked it meanwhile
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise

@@ -63,13 +63,18 @@ def test_cpio_is_read_back_by_busybox(tmp_path: Path) -> None:
     assert archive.stat().st_size % 512 == 0
 
 
-def _layer(entries: list[tuple[str, bytes | None]]) -> bytes:
+def _layer(entries: list[tuple[str, bytes | str | None]]) -> bytes:
+    """A tar layer: data bytes make a file, None a directory, "->x" a symlink, "=>x" a link."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in entries:
             info = tarfile.TarInfo(name)
             if data is None:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(data, str):
+                info.type = tarfile.SYMTYPE if data.startswith("->") else tarfile.LNKTYPE
+                info.linkname = data[2:]
                 tar.addfile(info)
             else:
                 info.size = len(data)
@@ -91,14 +96,58 @@ def test_whiteouts_become_overlay_whiteouts(tmp_path: Path, as_root: None) -> No
     assert not (dest / "opt/.wh..wh..opq").exists()
 
 
-def test_layer_entries_cannot_escape(tmp_path: Path) -> None:
+ESCAPES = {
+    "dot-dot": [("../escaped", b"x")],
+    "symlink-then-file": [("link", "->{outside}"), ("link", b"x")],
+    "file-through-symlinked-dir": [("dir", "->{outside_dir}"), ("dir/escaped", b"x")],
+    "hard-link-to-host-file": [("stolen", "=>{outside}")],
+    "hard-link-through-symlink": [("sym", "->{outside}"), ("stolen", "=>sym")],
+}
+
+
+@pytest.mark.parametrize("case", ESCAPES)
+def test_layer_entries_cannot_escape(tmp_path: Path, case: str, as_root: None) -> None:
+    outside_dir = tmp_path / "host"
+    outside_dir.mkdir()
+    outside = outside_dir / "secret"
+    outside.write_text("host data")
+    entries = [(name, data.format(outside=outside, outside_dir=outside_dir)
+                if isinstance(data, str) else data) for name, data in ESCAPES[case]]
     blob = tmp_path / "evil.tar"
-    blob.write_bytes(_layer([("../escaped", b"x")]))
+    blob.write_bytes(_layer(entries))
     dest = tmp_path / "unpacked"
     dest.mkdir()
-    with pytest.raises(ContainerError, match="outside the layer"):
+    try:
         _unpack_layer(blob, "r|", dest.resolve())
+    except ContainerError as exc:
+        assert "outside the layer" in str(exc) or "not found" in str(exc)
+    assert outside.read_text() == "host data"
+    assert sorted(p.name for p in outside_dir.iterdir()) == ["secret"]
     assert not (tmp_path / "escaped").exists()
+    for path in dest.rglob("*"):  # whatever was unpacked is not the host's file
+        if path.is_file() and not path.is_symlink():
+            assert not os.path.samefile(path, outside)
+
+
+def test_absolute_names_land_inside(tmp_path: Path, as_root: None) -> None:
+    blob = tmp_path / "abs.tar"
+    target = tmp_path / "host-file"
+    blob.write_bytes(_layer([(str(target), b"inside")]))
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    _unpack_layer(blob, "r|", dest.resolve())
+    assert not target.exists()
+    assert (dest / str(target).lstrip("/")).read_text() == "inside"
+
+
+def test_symlink_replaced_by_a_file_in_a_later_entry(tmp_path: Path, as_root: None) -> None:
+    blob = tmp_path / "replace.tar"
+    blob.write_bytes(_layer([("a", b"first"), ("b", "->a"), ("b", b"second")]))
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    _unpack_layer(blob, "r|", dest.resolve())
+    assert (dest / "a").read_text() == "first"
+    assert not (dest / "b").is_symlink() and (dest / "b").read_text() == "second"
 
 
 def test_explicit_mirror_is_used_alone() -> None:
