@@ -11,6 +11,7 @@ import sys
 
 from bench.commands import COMMANDS
 from bench.errors import VmvcError
+from runtime.errors import ContainerError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except VmvcError as exc:
+    except (VmvcError, ContainerError) as exc:
         print(f"vmvc: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system refusing: name the file and the reason
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"vmvc: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vmvc: interrupted", file=sys.stderr)

@@ -6,10 +6,8 @@ quotes the tool's own last words, so every caller reports failures the same way.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,17 +15,9 @@ from pathlib import Path
 
 from bench.errors import VmvcError
 
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when vmvc dies, even by SIGKILL.
-
-    A killed build must not leave mmdebstrap writing into (and mounting inside) a scratch
-    dir that the next build will remove; on SIGTERM mmdebstrap unmounts and exits.
-    """
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+DIE_WITH_VMVC = ("setpriv", "--pdeathsig", "TERM", "--")
+"""Prefix for every tool: SIGTERM when vmvc dies, even by SIGKILL. A killed build must not
+leave mmdebstrap writing into a scratch dir the next build removes (on SIGTERM it stops)."""
 
 
 def require_tool(name: str, package: str) -> str:
@@ -64,7 +54,7 @@ def run_tool(
     full_env = None if env is None else {**os.environ, **env}
     try:
         proc = subprocess.run(
-            [os.fspath(a) for a in argv],
+            [*DIE_WITH_VMVC, *(os.fspath(a) for a in argv)],
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
@@ -73,7 +63,6 @@ def run_tool(
             errors="replace",
             timeout=timeout,
             check=False,
-            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise VmvcError(f"{step}: {argv[0]} not found") from exc
@@ -105,8 +94,8 @@ def run_streaming(
     """Run *argv*, handing each stderr/stdout line to *on_line* (progress) as it comes."""
     try:
         proc = subprocess.Popen(
-            [os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace", preexec_fn=_die_with_parent,
+            [*DIE_WITH_VMVC, *(os.fspath(a) for a in argv)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
         )
     except FileNotFoundError as exc:
         raise VmvcError(f"{step}: {argv[0]} not found") from exc

@@ -69,12 +69,18 @@ def try_namespace(kind: str) -> str | None:
 
 
 def try_overlayfs() -> str | None:
-    """Mount an overlay in a private mount namespace and write through it."""
+    """Mount an overlay in a private mount namespace and write through it.
+
+    Its directories sit on a tmpfs mounted for the probe, so the answer does not depend on
+    what /tmp is (an overlay cannot have its upper dir on another overlay).
+    """
     scratch = Path(tempfile.mkdtemp(prefix="vmvc-overlay-probe-"))
 
     def mount_and_write() -> None:
         _check(_libc.unshare(NAMESPACE_FLAGS["mnt"]), "unshare(mnt)")
         _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        _check(_libc.mount(b"tmpfs", str(scratch).encode(), b"tmpfs", 0, b"size=1m"),
+               "mount tmpfs")
         for name in ("lower", "upper", "work", "merged"):
             (scratch / name).mkdir()
         (scratch / "lower" / "file").write_text("lower")

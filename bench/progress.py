@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 
 
 class StepProgress:
@@ -26,14 +27,14 @@ class StepProgress:
     def detail(self, text: str) -> None:
         """The current step's latest word (a tool's output line), shown while it runs."""
         if self._status is not None:
-            self._status.update(f"{self._name}: {text[:100]}")
+            self._status.update(escape(f"{self._name}: {text[:100]}"))
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepProgress]:
         start = time.monotonic()
         self._name = name
         if not self.quiet and sys.stderr.isatty():
-            with self.console.status(name) as status:
+            with self.console.status(escape(name)) as status:
                 self._status = status
                 try:
                     yield self

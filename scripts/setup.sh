@@ -8,11 +8,12 @@
 #   5. the KVM probe (a real boot), then virtlogd and libvirtd, with /dev/kvm hidden from
 #      libvirtd when it exists but does not work (each domain start would take ~45 s)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(readlink -f "$0")
+cd "$(dirname "$self")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$self" "$@"
 
 PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
@@ -34,7 +35,7 @@ install_packages() {
 }
 
 find_python() {
-  for py in python3.13 python3.12 python3.11 python3; do
+  for py in python3 python3.11 python3.12 python3.13; do
     command -v "$py" >/dev/null || continue
     "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
       && { command -v "$py"; return 0; }
@@ -45,6 +46,7 @@ find_python() {
 pick_python() {  # Ubuntu 22.04's python3 is 3.10: its archive has 3.11 beside it
   find_python && return
   say "installing python3.11"
+  apt-get update -q >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     python3.11 python3.11-venv python3.11-dev >&2
   find_python || die "no Python >= 3.11 with venv found"
@@ -73,8 +75,10 @@ empty_cgroup2_on_hybrid() {
   for ctl in $(cat "$unified/cgroup.controllers"); do
     mountpoint -q "/sys/fs/cgroup/$ctl" && continue
     say "mounting the $ctl cgroup controller as a v1 hierarchy"
-    mkdir -p "/sys/fs/cgroup/$ctl"
-    mount -t cgroup -o "$ctl" cgroup "/sys/fs/cgroup/$ctl"
+    if ! { mkdir -p "/sys/fs/cgroup/$ctl" && mount -t cgroup -o "$ctl" cgroup "/sys/fs/cgroup/$ctl"; }; then
+      say "could not (read-only /sys/fs/cgroup?): crun stays unusable here, vmvc doctor says so"
+      return 0
+    fi
   done
 }
 
@@ -85,6 +89,12 @@ build_images() {
 
 libvirtd_sees_kvm() {  # true when the running libvirtd's /dev/kvm is the real device
   [ "$(stat -L -c '%t:%T' "/proc/$1/root/dev/kvm" 2>/dev/null)" = "a:e8" ]
+}
+
+stop_libvirtd() {
+  kill "$1"
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  die "libvirtd (pid $1) did not stop"
 }
 
 wait_for_socket() {
@@ -99,11 +109,13 @@ start_libvirt() {
   if [ -d /run/systemd/system ]; then
     local dropin=/etc/systemd/system/libvirtd.service.d/vmvc-hide-kvm.conf
     if [ $hide = yes ] && [ ! -f $dropin ]; then
+      say "restarting libvirtd with the unusable /dev/kvm hidden"
       mkdir -p "$(dirname $dropin)"
       printf '[Service]\nBindReadOnlyPaths=/dev/null:/dev/kvm\n' > $dropin
       systemctl daemon-reload
       systemctl restart libvirtd
     elif [ $hide = no ] && [ -f $dropin ]; then
+      say "restarting libvirtd with /dev/kvm visible again (KVM works now)"
       rm $dropin
       systemctl daemon-reload
       systemctl restart libvirtd
@@ -112,12 +124,15 @@ start_libvirt() {
   else
     pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
     wait_for_socket /run/libvirt/virtlogd-sock virtlogd
-    pid=$(pgrep -x libvirtd || true)
-    if [ -n "$pid" ] && [ $hide = yes ] && libvirtd_sees_kvm "$pid"; then
-      say "restarting libvirtd with the unusable /dev/kvm hidden"
-      kill "$pid"
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      pid=""
+    pid=$(pgrep -xo libvirtd || true)
+    if [ -n "$pid" ] && [ -e /dev/kvm ]; then
+      if [ $hide = yes ] && libvirtd_sees_kvm "$pid"; then
+        say "restarting libvirtd with the unusable /dev/kvm hidden"
+        stop_libvirtd "$pid"; pid=""
+      elif [ $hide = no ] && ! libvirtd_sees_kvm "$pid"; then
+        say "restarting libvirtd with /dev/kvm visible again (KVM works now)"
+        stop_libvirtd "$pid"; pid=""
+      fi
     fi
     if [ -z "$pid" ]; then
       say "starting libvirtd (accelerator: $accel)"

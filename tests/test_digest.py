@@ -12,7 +12,8 @@ from bench.image.digest import digest_lines, rootfs_digest
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Path:
+def tree(tmp_path: Path, as_root: None) -> Path:
+    """A small tree owned by root (the expected lines say uid 0, gid 0)."""
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/hostname").write_text("vmvc\n")

@@ -66,19 +66,41 @@ def test_pvm_host_reports_kvm_unusable_and_chooses_tcg(report: dict) -> None:
     assert by_name(report)["libvirtd /dev/kvm hidden"]["ok"]
 
 
+def _fs_type(path: str) -> str:
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def test_kernel_feature_checks_agree_with_the_host(report: dict) -> None:
     names = by_name(report)
     assert names["root"]["ok"] == (os.geteuid() == 0)
-    layout = cgroup_layout()
-    assert names["cgroups"]["detail"].startswith(layout.kind)
+    # independent evidence: what coreutils says /sys/fs/cgroup is
+    if _fs_type("/sys/fs/cgroup") == "cgroup2fs":
+        expected = "v2"
+    elif Path("/sys/fs/cgroup/unified").is_dir() and \
+            _fs_type("/sys/fs/cgroup/unified") == "cgroup2fs":
+        expected = "hybrid"
+    else:
+        expected = "v1"
+    assert names["cgroups"]["detail"].startswith(expected)
     assert names["overlayfs"]["ok"] and names["seccomp"]["ok"]  # both work on our machines
+    status = Path("/proc/self/status").read_text()
+    assert "Seccomp:" in status  # the kernel has seccomp, as the check found
 
 
-def test_exit_status_follows_the_requested_backends(report: dict) -> None:
-    names = by_name(report)
-    needed_by_bare = [c for c in names.values() if not c["ok"] and "bare" in c["needed_by"]]
-    assert doctor("--backends", "bare").returncode == (1 if needed_by_bare else 0)
-    failing = [c for c in names.values() if not c["ok"] and set(c["needed_by"]) & set(BACKENDS)]
+def test_exit_status_follows_the_requested_backends() -> None:
+    """A libvirt that cannot be reached fails the vm backend and nothing else."""
+    unreachable = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    proc = doctor("--json", "--uri", unreachable, "--backends", "vm")
+    libvirt = by_name(json.loads(proc.stdout))["libvirt"]
+    assert not libvirt["ok"] and "/nonexistent/libvirt-sock" in libvirt["detail"]
+    assert libvirt["needed_by"] == ["vm"]
+    assert proc.returncode == 1
+    assert doctor("--uri", unreachable, "--backends", "bare").returncode == 0
+
+
+def test_all_backends_need_what_each_needs(report: dict) -> None:
+    failing = [c for c in report["checks"] if not c["ok"] and set(c["needed_by"]) & set(BACKENDS)]
     assert doctor().returncode == (1 if failing else 0)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import VmvcError
+from bench.image.build import check_versions
 from bench.image.debian_archive import AptSource, debian_sources
 from bench.image.guest_kernel import kernel_image_package, module_load_order
 from bench.image.initramfs import CpioWriter
@@ -155,3 +156,10 @@ def test_explicit_mirror_is_used_alone() -> None:
         AptSource("http://127.0.0.1:9/debian", "bookworm")]
     suites = [s.suite for s in debian_sources("bookworm")]
     assert suites == ["bookworm", "bookworm-updates", "bookworm-security"]
+
+
+def test_an_image_must_hold_what_its_key_says() -> None:
+    check_versions({"fio": "3.33-3"}, {"fio": "3.33-3"})
+    check_versions({}, {"anything": "1"})  # the tiny image resolves no packages
+    with pytest.raises(VmvcError, match=r"fio 3.33-3≠3.35-1, sysbench 1.0≠-"):
+        check_versions({"fio": "3.33-3", "sysbench": "1.0"}, {"fio": "3.35-1"})

@@ -16,6 +16,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class KvmVerdict:
     accelerator: str  # "kvm" or "tcg"
     how: str  # the evidence, in words
     seconds: float = 0.0
+    definitive: bool = True  # False after a timeout: a busy host may just have been slow
 
     @property
     def libvirt_domain_type(self) -> str:
@@ -67,13 +69,15 @@ def probe_kvm(kernel: Path, initramfs: Path, timeout: float = 20.0) -> KvmVerdic
     if stderr:
         return _unusable(f"QEMU with -accel kvm -cpu host failed: {stderr}", elapsed)
     last = output.strip().splitlines()[-1][:80] if output.strip() else "no console output"
-    return _unusable(f"guest under -accel kvm did not reach userspace in {timeout:.0f} s "
-                     f"(last console line: {last})", elapsed)
+    return KvmVerdict(False, "tcg", f"guest under -accel kvm did not reach userspace in "
+                      f"{timeout:.0f} s (last console line: {last})", elapsed, definitive=False)
 
 
 def _boot_until_marker(argv: list[str], timeout: float) -> tuple[bool, str, str]:
     """Run QEMU until the probe marker, its exit or *timeout*; never leave it running."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    # setpriv: QEMU gets SIGKILL if the caller dies (a hung guest must not run on forever).
+    proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "--", *argv],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
     output = b""
@@ -141,10 +145,11 @@ def decide_accelerator(kernel: Path | None, initramfs: Path | None,
         except (ValueError, KeyError, TypeError):
             pass
     verdict = probe_kvm(kernel, initramfs)
-    if cache_file is not None:
+    if cache_file is not None and verdict.definitive:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "verdict": asdict(verdict)}))
-        tmp.rename(cache_file)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".kvm-probe-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"fingerprint": fingerprint, "verdict": asdict(verdict)}, handle)
+        os.rename(tmp, cache_file)
     return verdict
 

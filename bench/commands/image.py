@@ -69,11 +69,15 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    cache_dir = args.cache_dir or cache.default_cache_dir()
+    if not cache_dir.is_dir():
+        raise VmvcError(f"no image cache at {cache_dir}")
     freed = 0
-    for entry in superseded_images(args.cache_dir):
-        size = sum(p.stat().st_blocks * 512 for p in entry.rglob("*") if p.is_file())
-        remove_tree(entry)
-        freed += size
-        print(f"removed {entry.name} ({size / 2**20:.0f} MiB)")
+    with cache.cache_lock(cache_dir):
+        for entry in superseded_images(cache_dir):
+            size = sum(p.stat().st_blocks * 512 for p in entry.rglob("*") if p.is_file())
+            remove_tree(entry)
+            freed += size
+            print(f"removed {entry.name} ({size / 2**20:.0f} MiB)")
     print(f"freed {freed / 2**20:.0f} MiB")
     return 0

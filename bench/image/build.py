@@ -124,22 +124,40 @@ def build_image(
     if profile == "tiny" and packages:
         raise VmvcError("the tiny image is busybox only: extra packages need --profile full")
     apt = PrivateApt(cache_dir / "apt", debian_sources(SUITE, mirror), cache_dir / "debs")
-    with progress.step("package index"):
-        apt.update(0 if refresh else INDEX_MAX_AGE)
-        inputs = resolve_inputs(apt, profile, packages)
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
-    name = f"{profile}-{key}"
-    entry = cache_dir / "images" / name
-    with cache.entry_lock(cache_dir, name):
+    with cache.cache_lock(cache_dir):
         cache.remove_stale_scratch(cache_dir)
-        if entry.exists():
-            problem = cache.corruption(entry)
-            if problem is None:
-                manifest = cache.read_manifest(entry)
-                progress.note(f"image {name}: cached, {manifest['digest']}")
-                return ImageArtifacts(entry, manifest["digest"], cached=True)
-            progress.note(f"image {name}: cache entry unusable ({problem}); rebuilding")
-        return _build_entry(apt, inputs, cache_dir, name, entry, progress)
+        with progress.step("package index"):
+            warning = apt.update(0 if refresh else INDEX_MAX_AGE)
+            if warning:
+                progress.note(warning)
+            fresh = refresh or warning is not None
+            inputs = resolve_inputs(apt, profile, packages)
+        found = _valid_entry(cache_dir, inputs, progress)
+        if isinstance(found, ImageArtifacts):
+            return found
+        if not fresh:  # about to build: resolve against the mirror as it is now
+            with progress.step("package index refresh"):
+                if warning := apt.update(0):
+                    progress.note(warning)
+                inputs = resolve_inputs(apt, profile, packages)
+            found = _valid_entry(cache_dir, inputs, progress)
+            if isinstance(found, ImageArtifacts):
+                return found
+        return _build_entry(apt, inputs, cache_dir, found.name, found, progress)
+
+
+def _valid_entry(cache_dir: Path, inputs: dict, progress: StepProgress) -> ImageArtifacts | Path:
+    """The usable cached image for *inputs*, else the entry path to build it at."""
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+    entry = cache_dir / "images" / f"{inputs['profile']}-{key}"
+    if entry.exists():
+        problem = cache.corruption(entry)
+        if problem is None:
+            digest = cache.read_manifest(entry)["digest"]
+            progress.note(f"image {entry.name}: cached, {digest}")
+            return ImageArtifacts(entry, digest, cached=True)
+        progress.note(f"image {entry.name}: cache entry unusable ({problem}); rebuilding")
+    return entry
 
 
 def _build_entry(apt: PrivateApt, inputs: dict, cache_dir: Path, name: str, entry: Path,
@@ -159,6 +177,19 @@ def _build_entry(apt: PrivateApt, inputs: dict, cache_dir: Path, name: str, entr
         remove_tree(scratch)
         raise
     return ImageArtifacts(entry, manifest["digest"], cached=False)
+
+
+def check_versions(resolved: dict[str, str], installed: dict[str, str]) -> None:
+    """The image must hold exactly what its cache key says (the full image; tiny has none)."""
+    if not resolved:
+        return
+    differ = sorted(f"{p} {resolved.get(p, '-')}≠{installed.get(p, '-')}"
+                    for p in resolved.keys() | installed.keys()
+                    if resolved.get(p) != installed.get(p))
+    if differ:
+        raise VmvcError(f"the image holds other packages than resolved ({', '.join(differ[:5])}"
+                        f"{', …' if len(differ) > 5 else ''}); the mirror changed meanwhile? "
+                        "run the build again")
 
 
 def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress) -> dict:
@@ -193,6 +224,7 @@ def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress
                                 out / "vmlinuz")
         build_initramfs(busybox, kernel.modules, out / "initramfs.img")
     versions = installed_versions(rootfs)
+    check_versions(inputs["versions"], versions)
     remove_tree(rootfs)
     remove_tree(work)
     return {
@@ -221,7 +253,7 @@ def cached_images(cache_dir: Path | None = None) -> list[Path]:
 
 
 def superseded_images(cache_dir: Path | None = None) -> list[Path]:
-    """Entries for which a newer entry of the same profile and package list exists.
+    """Entries for which a newer entry of the same profile, packages and mirror exists.
 
     They were built from older package versions or older builder code; nothing picks them
     any more, but a VM or container started from one may still use it, so they are only
@@ -232,7 +264,7 @@ def superseded_images(cache_dir: Path | None = None) -> list[Path]:
     for entry in cached_images(cache_dir):  # newest first
         try:
             inputs = cache.read_manifest(entry)["inputs"]
-            lineage = (inputs["profile"], tuple(inputs["packages"]))
+            lineage = (inputs["profile"], tuple(inputs["packages"]), tuple(inputs["sources"]))
         except (OSError, ValueError, KeyError):
             superseded.append(entry)  # unreadable: useless anyway
             continue

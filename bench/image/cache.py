@@ -108,11 +108,10 @@ def read_manifest(entry: Path) -> dict:
 
 
 @contextlib.contextmanager
-def entry_lock(cache_dir: Path, name: str) -> Iterator[None]:
-    """Serialise builds of one entry across processes (the loser then finds it built)."""
-    locks = cache_dir / "locks"
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"{name}.lock", "w") as handle:
+def cache_lock(cache_dir: Path) -> Iterator[None]:
+    """One builder or pruner at a time per cache: they share the apt state, the scratch
+    dir and the entries (a waiting builder then finds its image built)."""
+    with open(cache_dir / "lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 

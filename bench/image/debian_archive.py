@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class PrivateApt:
             "Dir::Cache::Archives": self.debs_dir,
             "APT::Architecture": "amd64",
             "APT::Architectures": "amd64",
+            "APT::Install-Recommends": "false",  # as mmdebstrap installs
             "Acquire::Languages": "none",
             "Debug::NoLocking": "true",
             "APT::Sandbox::User": "root",
@@ -118,29 +120,44 @@ class PrivateApt:
         (self.dir / "status").touch()
         (self.dir / "sources.list").write_text("".join(s.line() + "\n" for s in self.sources))
 
-    def update(self, max_age: float) -> None:
-        """Refresh the package lists when older than *max_age* seconds (0: always)."""
+    def update(self, max_age: float) -> str | None:
+        """Refresh the package lists when older than *max_age* seconds (0: always).
+
+        With the mirror unreachable but lists from an earlier refresh at hand, carry on with
+        those (a cached image may still match them) and return a warning; else fail.
+        """
         require_tool("apt-get", "apt")
         if not KEYRING.exists():
             raise VmvcError(f"{KEYRING} missing: install debian-archive-keyring (make setup)")
         self._prepare()
         stamp = self.dir / "updated"
         if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age:
-            return
+            return None
         out = run_tool(["apt-get", *self._options(), "-q", "update"], "apt-get update",
                        space_check=self.dir)
         failed = [line for line in out.splitlines() if line.startswith(("Err:", "W:", "E:"))]
         if failed or not any((self.dir / "lists").glob("*Packages*")):
             uris = ", ".join(sorted({s.uri for s in self.sources}))
             detail = failed[0] if failed else "no package lists"
+            if stamp.exists() and any((self.dir / "lists").glob("*Packages*")):
+                return f"cannot reach the Debian mirror {uris}; using the package lists of " \
+                       f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(stamp.stat().st_mtime))}"
             raise VmvcError(f"cannot reach the Debian mirror {uris}: {detail}")
         stamp.touch()
+        return None
 
     def lists_fingerprint(self) -> str:
-        """SHA-256 over the signed release files: it changes whenever any version can."""
+        """SHA-256 over the release files and the index files' sizes and times: it changes
+        whenever any version can (mirrors without InRelease included)."""
         h = hashlib.sha256()
-        for release in sorted((self.dir / "lists").glob("*InRelease")):
-            h.update(release.name.encode() + b"\0" + release.read_bytes())
+        for path in sorted((self.dir / "lists").iterdir()):
+            if not path.is_file() or path.name == "lock":
+                continue
+            if path.name.endswith("Release"):
+                h.update(path.name.encode() + b"\0" + path.read_bytes())
+            else:
+                st = path.stat()
+                h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
         return h.hexdigest()
 
     def resolve(self, packages: list[str], essential: bool) -> dict[str, str]:
@@ -149,19 +166,22 @@ class PrivateApt:
         This is the set an mmdebstrap of the same sources installs; it keys the image cache.
         apt takes seconds to answer, so the answer is kept per release-file fingerprint.
         """
-        memo_key = json.dumps([self.lists_fingerprint(), sorted(packages), essential])
+        # Essential:yes packages, as mmdebstrap's essential variant takes them; libapt also
+        # counts apt itself as essential, which that variant does not install.
+        essential_set = "?and(?essential,?not(?exact-name(apt)))"
+        wanted = ([essential_set] if essential else []) + sorted(packages)
+        memo_key = json.dumps([self.lists_fingerprint(), self._options(), wanted])
         memo = self.dir / "resolved" / (hashlib.sha256(memo_key.encode()).hexdigest() + ".json")
         if memo.exists():
             return json.loads(memo.read_text())
         self.check_known(packages)
-        wanted = (["?essential"] if essential else []) + packages
         out = run_tool(["apt-get", *self._options(), "-s", "-q", "install", *wanted],
                        "resolving packages")
         found = dict(re.findall(r"^Inst (\S+) \((\S+)", out, re.M))
         if not found:
             raise VmvcError(f"resolving packages {' '.join(wanted)} gave nothing to install")
         memo.parent.mkdir(exist_ok=True)
-        tmp = memo.with_suffix(".tmp")
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(found))
         tmp.rename(memo)
         return found

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 from bench.errors import VmvcError
@@ -62,8 +61,7 @@ def build_busybox_rootfs(binary: bytes, out: Path) -> None:
         os.chmod(out / directory, mode)
     (out / "bin/busybox").write_bytes(binary)
     os.chmod(out / "bin/busybox", 0o755)
-    applets = subprocess.run([out / "bin/busybox", "--list-full"], capture_output=True,
-                             text=True, check=True).stdout.split()
+    applets = run_tool([out / "bin/busybox", "--list-full"], "listing busybox applets").split()
     for applet in applets:
         link = out / applet
         if not link.exists():

@@ -20,33 +20,46 @@ $bb mount -t tmpfs -o mode=1777 tmpfs /tmp
 if [ -d /sys/fs/cgroup ]; then $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; fi
 echo vmvc-guest > /proc/sys/kernel/hostname
 
-# No udev here: name the virtio-serial ports the way udev's rule would.
-$bb mkdir -p /dev/virtio-ports
-for port in /sys/class/virtio-ports/*; do
-  [ -r "$port/name" ] || continue
-  $bb ln -sf "../${port##*/}" "/dev/virtio-ports/$($bb cat "$port/name")"
-done
+# No udev here: name the virtio-serial ports the way udev's rule would. Ports register
+# asynchronously after the driver loads, so wait (at most 3 s) for the first one when a
+# virtio-serial device exists, and name them again whenever the agent is looked for.
+name_ports() {
+  $bb mkdir -p /dev/virtio-ports
+  for port in /sys/class/virtio-ports/*; do
+    [ -r "$port/name" ] || continue
+    $bb ln -sf "../${port##*/}" "/dev/virtio-ports/$($bb cat "$port/name")"
+  done
+}
+if [ -n "$($bb ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | $bb grep virtio)" ]; then
+  tries=0
+  while [ -z "$($bb ls /sys/class/virtio-ports 2>/dev/null)" ] && [ $tries -lt 60 ]; do
+    tries=$((tries + 1))
+    $bb sleep 0.05
+  done
+fi
+name_ports
 $bb ip link set lo up
 
-mark() {
+mark() {  # a write to a port nobody listens on blocks: never let it block PID 1
   echo "vmvc-guest: $1" > /dev/console
   if [ -c /dev/virtio-ports/org.vmvc.marker.0 ]; then
-    echo "$1" > /dev/virtio-ports/org.vmvc.marker.0
+    (echo "$1" > /dev/virtio-ports/org.vmvc.marker.0) &
   fi
 }
 trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
 mark init-started
 
 agent_port=/dev/virtio-ports/org.qemu.guest_agent.0
-if ! command -v qemu-ga > /dev/null || [ ! -c "$agent_port" ]; then
-  mark "no-agent"
-fi
+said=no
 while :; do
+  name_ports
   if command -v qemu-ga > /dev/null && [ -c "$agent_port" ]; then
     qemu-ga --method=virtio-serial --path="$agent_port" &
   else
-    $bb sleep 3600 &
+    [ $said = yes ] || mark "no-agent"
+    said=yes
+    $bb sleep 5 &
   fi
-  wait
+  wait $!  # returns when the agent (or the sleep) ends; orphans are reaped meanwhile
   $bb sleep 1
 done
