@@ -134,3 +134,17 @@ def test_prune_removes_only_superseded_entries(tiny: ImageArtifacts, cache_dir: 
     assert "removed tiny-0000older0000" in proc.stdout
     assert not older.exists()
     assert cache.corruption(tiny.entry) is None
+
+
+def test_offline_refresh_falls_back_to_the_cached_image(tiny: ImageArtifacts,
+                                                        cache_dir: Path) -> None:
+    """In a network namespace of its own (no route anywhere), a forced index refresh fails:
+    the build says so in one line and still returns the valid cached image."""
+    proc = subprocess.run(["unshare", "--net", "--", sys.executable, "-m", "bench", "image",
+                           "build", "--profile", "tiny", "--refresh", "--json", "--cache-dir",
+                           str(cache_dir)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == tiny.digest
+    assert "cannot reach the Debian mirror" in proc.stderr
+    assert "using the package lists of" in proc.stderr
+    assert f"image {tiny.entry.name}: cached" in proc.stderr
