@@ -1,0 +1,291 @@
+"""Resource control with cgroups: v2 (unified) and v1, the hybrid layout treated as v1, as
+runc, crun and youki do. One directory per container (``vmvc-<id>`` at each hierarchy's root
+unless the config's cgroupsPath says otherwise; no shared parent is left behind), limits
+written from the OCI resources, usage read back, and the directories removed on delete.
+
+File names and conversions follow opencontainers/cgroups (fs/ and fs2/).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.config import DeviceRule, Resources
+from runtime.errors import ContainerError
+
+ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices")
+V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
+DEFAULT_PREFIX = "vmvc-"
+ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's own rules
+    DeviceRule(True, "c", None, None, "m"), DeviceRule(True, "b", None, None, "m"),
+    *(DeviceRule(True, "c", major, minor, "rwm")
+      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2))),
+    DeviceRule(True, "c", 136, None, "rwm"),  # /dev/pts/*
+]
+
+
+@dataclass(frozen=True)
+class Usage:
+    memory_current: int  # bytes
+    memory_peak: int | None  # bytes, None where the kernel does not keep it
+    cpu_ns: int  # CPU time of all the container's processes
+    pids_current: int
+
+
+def _write(path: Path, value: str) -> None:
+    """Write a cgroup file; the kernel's refusal (EINVAL, EBUSY…) surfaces here, not later."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ContainerError(f"cgroup: writing {value!r} to {path}: {exc.strerror}") from exc
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def is_unified(root: Path = ROOT) -> bool:
+    """cgroup v2 mounted at the root (hybrid hosts, cgroup2 at root/unified, count as v1)."""
+    return (root / "cgroup.controllers").exists()
+
+
+def relative_path(cgroups_path: str | None, container_id: str) -> str:
+    """The container's cgroup, relative to each hierarchy's root."""
+    if not cgroups_path:
+        return f"{DEFAULT_PREFIX}{container_id}"
+    if ":" in cgroups_path:
+        raise ContainerError(f"config.json: linux.cgroupsPath {cgroups_path!r}: systemd "
+                             "slices are not supported")
+    parts = [p for p in cgroups_path.split("/") if p]
+    if not parts or ".." in parts:
+        raise ContainerError(f"config.json: linux.cgroupsPath {cgroups_path!r} is not a path")
+    return "/".join(parts)  # absolute, or relative to the root: the same place here
+
+
+def _shares_to_weight(shares: int) -> int:
+    """cpu.shares (2..262144) → cpu.weight (1..10000), as ConvertCPUSharesToCgroupV2Value."""
+    exponent = (math.log2(shares) ** 2 + 125 * math.log2(shares)) / 612.0 - 7.0 / 34.0
+    return math.ceil(10 ** exponent)
+
+
+class Cgroup:
+    """The operations both versions offer; ``for_container`` picks the right one."""
+
+    unified = False
+
+    def create(self, resources: Resources) -> None:
+        raise NotImplementedError
+
+    def add(self, pid: int) -> None:
+        raise NotImplementedError
+
+    def usage(self) -> Usage:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def delete(self) -> None:
+        raise NotImplementedError
+
+    def paths(self) -> list[str]:
+        raise NotImplementedError
+
+
+def _rmdir_waiting(path: Path) -> None:
+    """rmdir a cgroup; EBUSY while its last tasks are still exiting, so retry briefly."""
+    for _ in range(200):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise ContainerError(f"cgroup: cannot remove {path}: {exc.strerror}") from exc
+            time.sleep(0.005)
+    raise ContainerError(f"cgroup: {path} still has processes")
+
+
+class CgroupV1(Cgroup):
+    def __init__(self, rel: str, root: Path = ROOT) -> None:
+        self.rel = rel
+        self.root = root
+        self.dirs = {c: root / c / rel for c in V1_CONTROLLERS if (root / c).is_dir()}
+        missing = [c for c in ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices")
+                   if c not in self.dirs]
+        if missing:
+            raise ContainerError(f"cgroup v1: controller(s) {', '.join(missing)} not mounted "
+                                 f"under {root}")
+
+    def paths(self) -> list[str]:
+        return [str(p) for p in self.dirs.values()]
+
+    def _make(self, controller: str) -> Path:
+        path = self.dirs[controller]
+        if controller == "cpuset":  # an empty cpuset admits no task: inherit each level's
+            level = self.root / "cpuset"
+            for part in self.rel.split("/"):
+                parent, level = level, level / part
+                if not level.exists():
+                    level.mkdir()
+                    for name in ("cpuset.cpus", "cpuset.mems"):
+                        _write(level / name, _read(parent / name))
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def create(self, resources: Resources) -> None:
+        for controller in self.dirs:
+            self._make(controller)
+        r, d = resources, self.dirs
+        if r.memory_limit is not None:
+            _write(d["memory"] / "memory.limit_in_bytes", str(r.memory_limit))
+        if r.memory_swap is not None:
+            swap_file = d["memory"] / "memory.memsw.limit_in_bytes"
+            if not swap_file.exists():
+                raise ContainerError("linux.resources.memory.swap: the kernel does not account "
+                                     "swap here (no memory.memsw.limit_in_bytes)")
+            _write(swap_file, str(r.memory_swap))
+        if r.memory_reservation is not None:
+            _write(d["memory"] / "memory.soft_limit_in_bytes", str(r.memory_reservation))
+        if r.cpu_shares is not None:
+            _write(d["cpu"] / "cpu.shares", str(r.cpu_shares))
+        if r.cpu_period is not None:
+            _write(d["cpu"] / "cpu.cfs_period_us", str(r.cpu_period))
+        if r.cpu_quota is not None:
+            _write(d["cpu"] / "cpu.cfs_quota_us", str(r.cpu_quota))
+        if r.cpuset_cpus:
+            _write(d["cpuset"] / "cpuset.cpus", r.cpuset_cpus)
+        if r.cpuset_mems:
+            _write(d["cpuset"] / "cpuset.mems", r.cpuset_mems)
+        if r.pids_limit is not None:
+            _write(d["pids"] / "pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        for rule in [*r.devices, *ALWAYS_ALLOWED_DEVICES]:
+            major = "*" if rule.major is None else str(rule.major)
+            minor = "*" if rule.minor is None else str(rule.minor)
+            entry = "a" if rule.type == "a" and rule.major is None else \
+                f"{rule.type} {major}:{minor} {rule.access}"
+            _write(d["devices"] / ("devices.allow" if rule.allow else "devices.deny"), entry)
+
+    def add(self, pid: int) -> None:
+        for path in self.dirs.values():
+            _write(path / "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in _read(self.dirs["pids"] / "cgroup.procs").split()]
+        except FileNotFoundError:
+            return []
+
+    def usage(self) -> Usage:
+        mem = self.dirs["memory"]
+        return Usage(
+            memory_current=int(_read(mem / "memory.usage_in_bytes")),
+            memory_peak=int(_read(mem / "memory.max_usage_in_bytes")),
+            cpu_ns=int(_read(self.dirs["cpuacct"] / "cpuacct.usage")),
+            pids_current=int(_read(self.dirs["pids"] / "pids.current")),
+        )
+
+    def delete(self) -> None:
+        for path in self.dirs.values():
+            _rmdir_waiting(path)
+
+
+class CgroupV2(Cgroup):
+    unified = True
+
+    def __init__(self, rel: str, root: Path = ROOT) -> None:
+        self.rel = rel
+        self.root = root
+        self.dir = root / rel
+
+    def paths(self) -> list[str]:
+        return [str(self.dir)]
+
+    def _enable_controllers(self) -> None:
+        """Delegate the controllers down to the container's parent (subtree_control)."""
+        available = set(_read(self.root / "cgroup.controllers").split())
+        wanted = [c for c in V2_CONTROLLERS if c in available]
+        level = self.root
+        for part in self.rel.split("/")[:-1]:
+            enabled = set(_read(level / "cgroup.subtree_control").split())
+            if missing := [c for c in wanted if c not in enabled]:
+                _write(level / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            level = level / part
+            level.mkdir(exist_ok=True)
+        enabled = set(_read(level / "cgroup.subtree_control").split())
+        if missing := [c for c in wanted if c not in enabled]:
+            _write(level / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+    def create(self, resources: Resources) -> None:
+        self._enable_controllers()
+        self.dir.mkdir(exist_ok=True)
+        r, d = resources, self.dir
+        if r.memory_limit is not None:
+            _write(d / "memory.max", "max" if r.memory_limit == -1 else str(r.memory_limit))
+        if r.memory_swap is not None:
+            if r.memory_swap == -1:
+                swap = "max"
+            elif r.memory_limit in (None, -1):
+                raise ContainerError("linux.resources.memory.swap needs memory.limit on "
+                                     "cgroup v2")
+            else:
+                swap = str(r.memory_swap - r.memory_limit)  # v2 counts swap alone
+            _write(d / "memory.swap.max", swap)
+        if r.memory_reservation is not None:
+            _write(d / "memory.low", str(max(r.memory_reservation, 0)))
+        if r.cpu_shares is not None:
+            _write(d / "cpu.weight", str(_shares_to_weight(r.cpu_shares)))
+        if r.cpu_quota is not None or r.cpu_period is not None:
+            quota = "max" if r.cpu_quota in (None, -1) else str(r.cpu_quota)
+            _write(d / "cpu.max", f"{quota} {r.cpu_period or 100000}")
+        if r.cpuset_cpus:
+            _write(d / "cpuset.cpus", r.cpuset_cpus)
+        if r.cpuset_mems:
+            _write(d / "cpuset.mems", r.cpuset_mems)
+        if r.pids_limit is not None:
+            _write(d / "pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        # Device rules need an eBPF program on v2; /dev holds only the default nodes and
+        # the spec's devices, and config.py refuses CAP_MKNOD with deny rules on v2.
+
+    def add(self, pid: int) -> None:
+        _write(self.dir / "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in _read(self.dir / "cgroup.procs").split()]
+        except FileNotFoundError:
+            return []
+
+    def usage(self) -> Usage:
+        cpu = dict(line.split() for line in _read(self.dir / "cpu.stat").splitlines())
+        peak = self.dir / "memory.peak"
+        return Usage(
+            memory_current=int(_read(self.dir / "memory.current")),
+            memory_peak=int(_read(peak)) if peak.exists() else None,
+            cpu_ns=int(cpu["usage_usec"]) * 1000,
+            pids_current=int(_read(self.dir / "pids.current")),
+        )
+
+    def delete(self) -> None:
+        _rmdir_waiting(self.dir)
+
+
+def at(rel: str, root: Path = ROOT) -> Cgroup:
+    """The cgroup *rel* (relative to each hierarchy's root) in this host's layout."""
+    return CgroupV2(rel, root) if is_unified(root) else CgroupV1(rel, root)
+
+
+def for_container(cgroups_path: str | None, container_id: str, root: Path = ROOT) -> Cgroup:
+    return at(relative_path(cgroups_path, container_id), root)

@@ -1,0 +1,403 @@
+"""The OCI runtime spec's config.json, read and checked: every value the runtime uses is
+validated here, and every field it does not implement is refused by name (a security
+setting is never silently ignored)."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.capabilities import NUMBER as CAP_NUMBER
+from runtime.capabilities import SETS as CAP_SETS
+from runtime.errors import ContainerError
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "")
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str
+    source: str
+    options: list[str]
+
+
+@dataclass
+class DeviceRule:
+    allow: bool
+    type: str  # a, c, b
+    major: int | None
+    minor: int | None
+    access: str
+
+
+@dataclass
+class Device:
+    path: str
+    type: str  # c, b, u, p
+    major: int
+    minor: int
+    file_mode: int
+    uid: int
+    gid: int
+
+
+@dataclass
+class Resources:
+    memory_limit: int | None = None
+    memory_reservation: int | None = None
+    memory_swap: int | None = None
+    cpu_shares: int | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    pids_limit: int | None = None
+    devices: list[DeviceRule] = field(default_factory=list)
+
+
+@dataclass
+class IdMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass
+class Spec:
+    args: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: list[int]
+    username: str | None
+    rlimits: list[tuple[int, int, int]]
+    no_new_privileges: bool
+    capabilities: dict[str, list[str]]
+    oom_score_adj: int | None
+    root_path: str
+    root_readonly: bool
+    hostname: str | None
+    mounts: list[Mount]
+    namespaces: dict[str, str | None]  # type -> path to join, or None to create
+    uid_mappings: list[IdMapping]
+    gid_mappings: list[IdMapping]
+    resources: Resources
+    cgroups_path: str | None
+    masked_paths: list[str]
+    readonly_paths: list[str]
+    seccomp: dict | None
+    devices: list[Device]
+    sysctl: dict[str, str]
+    rootfs_propagation: str
+    annotations: dict[str, str]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+class _Reader:
+    """Typed access to one JSON object, with errors that name the field's full path."""
+
+    def __init__(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise ContainerError(f"config.json: {path or 'top level'} must be an object")
+        self.value = value
+        self.path = path
+
+    def name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def refuse_unknown(self, known: set[str], ignorable: set[str] = frozenset()) -> None:
+        for key, value in self.value.items():
+            if key in known:
+                continue
+            if key in ignorable and value in (None, "", [], {}, False):
+                continue
+            raise ContainerError(f"config.json: {self.name(key)} is not supported by vmvc-runtime")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if key not in self.value or self.value[key] is None:
+            if required:
+                raise ContainerError(f"config.json: {self.name(key)} is required")
+            return default
+        value = self.value[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ContainerError(f"config.json: {self.name(key)} must be {_kind_name(kinds)}")
+        if not isinstance(value, kinds):
+            raise ContainerError(f"config.json: {self.name(key)} must be {_kind_name(kinds)}")
+        return value
+
+    def sub(self, key: str) -> _Reader:
+        return _Reader(self.value.get(key) or {}, self.name(key))
+
+    def strings(self, key: str, default: list[str] | None = None) -> list[str]:
+        values = self.get(key, list, default if default is not None else [])
+        if not all(isinstance(v, str) for v in values):
+            raise ContainerError(f"config.json: {self.name(key)} must be a list of strings")
+        return values
+
+    def uint(self, key: str, default: int | None = None, *, signed: bool = False,
+             required: bool = False) -> int | None:
+        value = self.get(key, int, default, required)
+        if value is not None and value < 0 and not signed:
+            raise ContainerError(f"config.json: {self.name(key)} must not be negative ({value})")
+        return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+             bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _absolute(path: str, where: str) -> str:
+    if not path.startswith("/"):
+        raise ContainerError(f"config.json: {where} must be an absolute path ({path!r})")
+    return path
+
+
+def _process(cfg: _Reader) -> dict[str, Any]:
+    proc = cfg.sub("process")
+    if "process" not in cfg.value:
+        raise ContainerError("config.json: process is required")
+    proc.refuse_unknown({"terminal", "consoleSize", "user", "args", "env", "cwd", "capabilities",
+                         "rlimits", "noNewPrivileges", "oomScoreAdj"},
+                        {"apparmorProfile", "selinuxLabel", "ioPriority", "scheduler",
+                         "execCPUAffinity", "commandLine"})
+    if proc.get("terminal", bool, False):
+        raise ContainerError("config.json: process.terminal=true is not supported by vmvc-runtime")
+    args = proc.strings("args")
+    if not args or not args[0]:
+        raise ContainerError("config.json: process.args must name a program")
+    env = proc.strings("env")
+    for item in env:
+        if "=" not in item:
+            raise ContainerError(f"config.json: process.env entry {item!r} is not NAME=VALUE")
+    cwd = _absolute(proc.get("cwd", str, "/"), "process.cwd")
+    user = proc.sub("user")
+    user.refuse_unknown({"uid", "gid", "additionalGids", "username", "umask"})
+    caps = proc.sub("capabilities")
+    caps.refuse_unknown(set(CAP_SETS))
+    capabilities = {}
+    for name in CAP_SETS:
+        values = caps.strings(name)
+        for cap in values:
+            if cap not in CAP_NUMBER:
+                raise ContainerError(f"config.json: process.capabilities.{name}: "
+                                     f"unknown capability {cap!r}")
+        capabilities[name] = values
+    rlimits = []
+    for i, item in enumerate(proc.get("rlimits", list, [])):
+        limit = _Reader(item, f"process.rlimits[{i}]")
+        limit.refuse_unknown({"type", "soft", "hard"})
+        kind = limit.get("type", str, required=True)
+        if kind not in RLIMITS:
+            raise ContainerError(f"config.json: process.rlimits[{i}].type: unknown {kind!r}")
+        soft, hard = limit.uint("soft", required=True), limit.uint("hard", required=True)
+        if soft > hard:
+            raise ContainerError(f"config.json: process.rlimits[{i}]: soft {soft} > hard {hard}")
+        rlimits.append((RLIMITS[kind], soft, hard))
+    return {
+        "args": args, "env": env, "cwd": cwd,
+        "uid": user.uint("uid", 0), "gid": user.uint("gid", 0),
+        "additional_gids": [int(g) for g in user.get("additionalGids", list, [])],
+        "username": user.get("username", str),
+        "rlimits": rlimits, "no_new_privileges": proc.get("noNewPrivileges", bool, False),
+        "capabilities": capabilities, "oom_score_adj": proc.uint("oomScoreAdj", signed=True),
+    }
+
+
+def _mounts(cfg: _Reader) -> list[Mount]:
+    mounts = []
+    for i, item in enumerate(cfg.get("mounts", list, [])):
+        m = _Reader(item, f"mounts[{i}]")
+        m.refuse_unknown({"destination", "type", "source", "options"},
+                         {"uidMappings", "gidMappings"})
+        dest = _absolute(m.get("destination", str, required=True), f"mounts[{i}].destination")
+        options = m.strings("options")
+        kind = m.get("type", str, "bind" if {"bind", "rbind"} & set(options) else "")
+        if not kind:
+            raise ContainerError(f"config.json: mounts[{i}].type is required")
+        mounts.append(Mount(dest, kind, m.get("source", str, kind), options))
+    return mounts
+
+
+def _id_mappings(linux: _Reader, key: str) -> list[IdMapping]:
+    mappings = []
+    for i, item in enumerate(linux.get(key, list, [])):
+        m = _Reader(item, f"linux.{key}[{i}]")
+        m.refuse_unknown({"containerID", "hostID", "size"})
+        mappings.append(IdMapping(m.uint("containerID", required=True),
+                                  m.uint("hostID", required=True), m.uint("size", required=True)))
+    return mappings
+
+
+def _resources(linux: _Reader) -> Resources:
+    res = linux.sub("resources")
+    res.refuse_unknown({"memory", "cpu", "pids", "devices"},
+                       {"blockIO", "hugepageLimits", "network", "rdma", "unified"})
+    memory, cpu, pids = res.sub("memory"), res.sub("cpu"), res.sub("pids")
+    memory.refuse_unknown({"limit", "reservation", "swap"},
+                          {"kernel", "kernelTCP", "swappiness", "disableOOMKiller",
+                           "useHierarchy", "checkBeforeUpdate"})
+    cpu.refuse_unknown({"shares", "quota", "period", "cpus", "mems"},
+                       {"realtimeRuntime", "realtimePeriod", "idle", "burst"})
+    pids.refuse_unknown({"limit"})
+    limit = memory.uint("limit", signed=True)
+    if (limit is not None and limit < -1) or limit == 0:
+        raise ContainerError(f"config.json: linux.resources.memory.limit must be positive or -1 "
+                             f"({limit})")
+    swap = memory.uint("swap", signed=True)
+    if swap is not None and limit is not None and limit > 0 and 0 <= swap < limit:
+        raise ContainerError("config.json: linux.resources.memory.swap (memory+swap) must be "
+                             f">= memory.limit ({swap} < {limit})")
+    quota, period = cpu.uint("quota", signed=True), cpu.uint("period")
+    if (quota is not None and quota == 0) or period == 0:
+        raise ContainerError("config.json: linux.resources.cpu quota and period must be > 0")
+    shares = cpu.uint("shares")
+    if shares is not None and not 2 <= shares <= 262144:
+        raise ContainerError(f"config.json: linux.resources.cpu.shares must be 2..262144 "
+                             f"({shares})")
+    rules = []
+    for i, item in enumerate(res.get("devices", list, [])):
+        d = _Reader(item, f"linux.resources.devices[{i}]")
+        d.refuse_unknown({"allow", "type", "major", "minor", "access"})
+        kind = d.get("type", str, "a")
+        access = d.get("access", str, "rwm")
+        if kind not in ("a", "c", "b") or not re.fullmatch(r"[rwm]{1,3}", access):
+            raise ContainerError(f"config.json: linux.resources.devices[{i}] has type {kind!r} "
+                                 f"or access {access!r}")
+        rules.append(DeviceRule(d.get("allow", bool, required=True), kind,
+                                d.uint("major"), d.uint("minor"), access))
+    return Resources(
+        memory_limit=limit, memory_reservation=memory.uint("reservation", signed=True),
+        memory_swap=swap, cpu_shares=shares, cpu_quota=quota, cpu_period=period,
+        cpuset_cpus=cpu.get("cpus", str), cpuset_mems=cpu.get("mems", str),
+        pids_limit=pids.uint("limit", signed=True), devices=rules,
+    )
+
+
+def _devices(linux: _Reader) -> list[Device]:
+    devices = []
+    for i, item in enumerate(linux.get("devices", list, [])):
+        d = _Reader(item, f"linux.devices[{i}]")
+        d.refuse_unknown({"path", "type", "major", "minor", "fileMode", "uid", "gid"})
+        kind = d.get("type", str, required=True)
+        if kind not in ("c", "b", "u", "p"):
+            raise ContainerError(f"config.json: linux.devices[{i}].type: unknown {kind!r}")
+        devices.append(Device(_absolute(d.get("path", str, required=True),
+                                        f"linux.devices[{i}].path"), kind,
+                              d.uint("major", 0), d.uint("minor", 0), d.uint("fileMode", 0o666),
+                              d.uint("uid", 0), d.uint("gid", 0)))
+    return devices
+
+
+def _namespaces(linux: _Reader) -> dict[str, str | None]:
+    namespaces: dict[str, str | None] = {}
+    for i, item in enumerate(linux.get("namespaces", list, [])):
+        n = _Reader(item, f"linux.namespaces[{i}]")
+        n.refuse_unknown({"type", "path"})
+        kind = n.get("type", str, required=True)
+        if kind not in NAMESPACE_TYPES:
+            raise ContainerError(f"config.json: linux.namespaces[{i}].type: unknown namespace "
+                                 f"type {kind!r}")
+        if kind in namespaces:
+            raise ContainerError(f"config.json: linux.namespaces: {kind} given twice")
+        namespaces[kind] = n.get("path", str)
+    return namespaces
+
+
+def parse_config(raw: dict) -> Spec:
+    """Check *raw* (a parsed config.json) and return what the runtime will apply."""
+    cfg = _Reader(raw, "")
+    cfg.refuse_unknown({"ociVersion", "process", "root", "hostname", "mounts", "linux",
+                        "annotations"}, {"hooks", "domainname", "solaris", "windows", "vm"})
+    root = cfg.sub("root")
+    root.refuse_unknown({"path", "readonly"})
+    linux = cfg.sub("linux")
+    linux.refuse_unknown({"namespaces", "uidMappings", "gidMappings", "resources", "cgroupsPath",
+                          "maskedPaths", "readonlyPaths", "seccomp", "devices", "sysctl",
+                          "rootfsPropagation"},
+                         {"mountLabel", "intelRdt", "personality", "timeOffsets"})
+    propagation = linux.get("rootfsPropagation", str, "")
+    if propagation not in PROPAGATIONS:
+        raise ContainerError(f"config.json: linux.rootfsPropagation: unknown {propagation!r}")
+    seccomp = linux.get("seccomp", dict)
+    if seccomp is not None:
+        _check_seccomp(_Reader(seccomp, "linux.seccomp"))
+    namespaces = _namespaces(linux)
+    uid_maps, gid_maps = _id_mappings(linux, "uidMappings"), _id_mappings(linux, "gidMappings")
+    if (uid_maps or gid_maps) and "user" not in namespaces:
+        raise ContainerError("config.json: linux.uidMappings need a user namespace")
+    if "user" in namespaces and namespaces["user"] is None and not (uid_maps and gid_maps):
+        raise ContainerError("config.json: a new user namespace needs linux.uidMappings and "
+                             "linux.gidMappings")
+    return Spec(
+        **_process(cfg),
+        root_path=root.get("path", str, required=True),
+        root_readonly=root.get("readonly", bool, False),
+        hostname=cfg.get("hostname", str),
+        mounts=_mounts(cfg),
+        namespaces=namespaces, uid_mappings=uid_maps, gid_mappings=gid_maps,
+        resources=_resources(linux),
+        cgroups_path=linux.get("cgroupsPath", str),
+        masked_paths=[_absolute(p, "linux.maskedPaths") for p in linux.strings("maskedPaths")],
+        readonly_paths=[_absolute(p, "linux.readonlyPaths")
+                        for p in linux.strings("readonlyPaths")],
+        seccomp=seccomp, devices=_devices(linux),
+        sysctl={str(k): str(v) for k, v in linux.get("sysctl", dict, {}).items()},
+        rootfs_propagation=propagation,
+        annotations={str(k): str(v) for k, v in cfg.get("annotations", dict, {}).items()},
+        raw=raw,
+    )
+
+
+SECCOMP_ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                   "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
+                   "SCMP_ACT_LOG")
+SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
+               "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+
+
+def _check_seccomp(sec: _Reader) -> None:
+    sec.refuse_unknown({"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls"},
+                       {"listenerPath", "listenerMetadata"})
+    if sec.get("defaultAction", str, required=True) not in SECCOMP_ACTIONS:
+        raise ContainerError(f"config.json: linux.seccomp.defaultAction: unknown "
+                             f"{sec.value['defaultAction']!r}")
+    for flag in sec.strings("flags"):
+        if flag != "SECCOMP_FILTER_FLAG_TSYNC":
+            raise ContainerError(f"config.json: linux.seccomp.flags: {flag} is not supported")
+    for i, item in enumerate(sec.get("syscalls", list, [])):
+        rule = _Reader(item, f"linux.seccomp.syscalls[{i}]")
+        rule.refuse_unknown({"names", "action", "errnoRet", "args"})
+        if not rule.strings("names"):
+            raise ContainerError(f"config.json: linux.seccomp.syscalls[{i}].names is empty")
+        if rule.get("action", str, required=True) not in SECCOMP_ACTIONS:
+            raise ContainerError(f"config.json: linux.seccomp.syscalls[{i}].action: unknown "
+                                 f"{rule.value['action']!r}")
+        for j, arg in enumerate(rule.get("args", list, [])):
+            a = _Reader(arg, f"linux.seccomp.syscalls[{i}].args[{j}]")
+            a.refuse_unknown({"index", "value", "valueTwo", "op"})
+            if a.get("op", str, required=True) not in SECCOMP_OPS:
+                raise ContainerError(f"config.json: {a.name('op')}: unknown {a.value['op']!r}")
+
+
+def load_bundle(bundle: Path) -> Spec:
+    """Read and check ``<bundle>/config.json``."""
+    path = bundle / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ContainerError(f"{path}: no such file (is {bundle} an OCI bundle?)") from exc
+    except ValueError as exc:
+        raise ContainerError(f"{path}: malformed JSON: {exc}") from exc
+    return parse_config(raw)

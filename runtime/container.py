@@ -1,0 +1,250 @@
+"""The runtime's library API: create, start, wait, exec, kill, delete and resource readings,
+with runc's lifecycle and state semantics. The ``vmvc-runtime`` CLI is a thin layer on it;
+the suite calls it directly (no process spawned per container beyond the container itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from runtime import cgroups, mounts
+from runtime.config import Spec, load_bundle, parse_config
+from runtime.errors import ContainerError
+from runtime.linux import Linux
+from runtime.process import InitPlan, become_subreaper, spawn_init
+from runtime.state import FIFO, State, StateStore, check_id, kill_if_alive, process_start_time
+
+DEFAULT_ROOT = Path("/run/vmvc-runtime")
+DEFAULT_DATA = Path(os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime"))
+IMAGE_ANNOTATION = "org.vmvc.image.layout"
+"""config.json annotation: an OCI image layout whose layers become the overlayfs root."""
+START_TIMEOUT = 10.0
+_subreaper = False
+
+
+class Runtime:
+    def __init__(self, root: Path = DEFAULT_ROOT, data: Path = DEFAULT_DATA,
+                 linux: Linux | None = None) -> None:
+        self.store = StateStore(root)
+        self.data = data
+        self.linux = linux or Linux()
+
+    # -- create ---------------------------------------------------------------------------
+    def create(self, container_id: str, bundle: Path, config: dict | None = None, *,
+               image: Path | None = None, stdio: tuple[int, int, int] | None = None,
+               pid_file: Path | None = None) -> State:
+        """Create the container, its init blocked before exec until :meth:`start`."""
+        global _subreaper
+        check_id(container_id)
+        bundle = bundle.resolve()
+        spec = parse_config(config) if config is not None else load_bundle(bundle)
+        image = image or (Path(spec.annotations[IMAGE_ANNOTATION])
+                          if IMAGE_ANNOTATION in spec.annotations else None)
+        state_dir = self.store.dir(container_id)
+        self.store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            state_dir.mkdir(mode=0o700)
+        except FileExistsError as exc:
+            raise ContainerError(f"container {container_id} already exists") from exc
+        data_dir = self.data / "containers" / container_id
+        cgroup = None
+        try:
+            rootfs, overlay = self._prepare_root(spec, bundle, image, data_dir)
+            cgroup = cgroups.for_container(spec.cgroups_path, container_id)
+            _check_device_policy(spec, cgroup)
+            cgroup.create(spec.resources)
+            os.mkfifo(state_dir / FIFO, 0o600)
+            (state_dir / "config.json").write_text(json.dumps(spec.raw))
+            plan = InitPlan(
+                spec=spec, rootfs=rootfs, overlay=overlay, fifo=str(state_dir / FIFO),
+                cgroup_v1_hierarchies=None if cgroup.unified else mounts.host_cgroup_hierarchies(),
+                seccomp_bpf=self._seccomp(spec), stdio=stdio,
+            )
+            if not _subreaper:
+                become_subreaper(self.linux)
+                _subreaper = True
+            pid = spawn_init(plan, cgroup.add, self.linux)
+        except BaseException:
+            if cgroup is not None:
+                _remove_cgroup(cgroup)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            raise
+        state = State(
+            id=container_id, pid=pid, start_time=process_start_time(pid) or 0,
+            bundle=str(bundle), rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
+            data_dir=str(data_dir), annotations=spec.annotations,
+        )
+        self.store.save(state)
+        if pid_file is not None:
+            pid_file.write_text(f"{pid}")
+        return state
+
+    def _prepare_root(self, spec: Spec, bundle: Path, image: Path | None,
+                      data_dir: Path) -> tuple[str, str | None]:
+        if image is None:
+            rootfs = (bundle / spec.root_path).resolve()
+            if not rootfs.is_dir():
+                raise ContainerError(f"config.json: root.path {rootfs} is not a directory")
+            return str(rootfs), None
+        from runtime.oci_image import read_manifest, unpack_layers
+
+        lowers = unpack_layers(read_manifest(image), self.data / "layers")
+        for name in ("upper", "work", "rootfs"):
+            (data_dir / name).mkdir(parents=True, exist_ok=True)
+        lowerdir = ":".join(str(p) for p in lowers)
+        overlay = f"lowerdir={lowerdir},upperdir={data_dir / 'upper'},workdir={data_dir / 'work'}"
+        return str(data_dir / "rootfs"), overlay
+
+    def _seccomp(self, spec: Spec) -> bytes | None:
+        if spec.seccomp is None:
+            return None
+        from runtime.seccomp import cached_bpf
+
+        return cached_bpf(spec.seccomp, self.data / "seccomp")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, container_id: str) -> None:
+        """Let a created container's init exec its process (reads the exec fifo)."""
+        state = self.store.load(container_id)
+        status = self.store.status(state)
+        if status != "created":
+            raise ContainerError(f"container {container_id} is {status}, not created: "
+                                 "cannot start it")
+        fifo = self.store.dir(container_id) / FIFO
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.05)
+                if ready and os.read(fd, 1):
+                    break
+                if process_start_time(state.pid) != state.start_time:
+                    raise ContainerError(f"container {container_id}: init exited before start")
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"container {container_id}: init did not take the "
+                                         "start signal")
+        finally:
+            os.close(fd)
+            fifo.unlink(missing_ok=True)
+
+    def wait(self, container_id: str) -> int:
+        """Wait for the container's process to exit; its exit status (128+N if killed)."""
+        state = self.store.load(container_id)
+        try:
+            _, status = os.waitpid(state.pid, 0)
+        except ChildProcessError as exc:
+            raise ContainerError(f"container {container_id} was not created by this process: "
+                                 "its exit status is not available here") from exc
+        return _exit_code(status)
+
+    def kill(self, container_id: str, signal_number: int = signal.SIGTERM) -> None:
+        state = self.store.load(container_id)
+        if self.store.status(state) == "stopped" or not kill_if_alive(state, signal_number):
+            raise ContainerError(f"container {container_id} is not running")
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        """Remove a stopped (or created) container; ``force`` kills a running one first."""
+        state = self.store.load(container_id)
+        status = self.store.status(state)
+        if status == "running" and not force:
+            raise ContainerError(f"container {container_id} is running: stop it first or use "
+                                 "--force")
+        cgroup = cgroups.at(state.cgroup)
+        if status != "stopped":
+            kill_if_alive(state, signal.SIGKILL)
+        _kill_cgroup(cgroup)
+        _reap_quietly(state.pid)
+        _remove_cgroup(cgroup)
+        shutil.rmtree(state.data_dir, ignore_errors=True)
+        shutil.rmtree(self.store.dir(container_id), ignore_errors=True)
+
+    def state(self, container_id: str) -> dict:
+        return self.store.oci_state(self.store.load(container_id))
+
+    def list(self) -> list[dict]:
+        states = []
+        for container_id in self.store.ids():
+            try:
+                states.append(self.state(container_id))
+            except ContainerError:
+                continue
+        return states
+
+    def usage(self, container_id: str) -> cgroups.Usage:
+        return cgroups.at(self.store.load(container_id).cgroup).usage()
+
+    def spec(self, container_id: str) -> Spec:
+        path = self.store.dir(container_id) / "config.json"
+        return parse_config(json.loads(path.read_text()))
+
+    def run(self, container_id: str, bundle: Path, config: dict | None = None, **kw) -> int:
+        """create + start + wait + delete: the container's exit status."""
+        self.create(container_id, bundle, config, **kw)
+        try:
+            self.start(container_id)
+            return self.wait(container_id)
+        finally:
+            self.delete(container_id, force=True)
+
+    def exec(self, container_id: str, args: list[str], **kw) -> int:
+        from runtime.exec import exec_in
+
+        state = self.store.load(container_id)
+        if self.store.status(state) != "running":
+            raise ContainerError(f"container {container_id} is not running")
+        return exec_in(state, self.spec(container_id), args, self.linux, **kw)
+
+
+def _check_device_policy(spec: Spec, cgroup: cgroups.Cgroup) -> None:
+    """cgroup v2 device rules need eBPF, which vmvc-runtime does not load: refuse a spec
+    that relies on them (one that could create device nodes), never ignore it."""
+    if not cgroup.unified:
+        return
+    can_mknod = any("CAP_MKNOD" in spec.capabilities[s] for s in ("bounding", "effective"))
+    if can_mknod and spec.resources.devices:
+        raise ContainerError("config.json: linux.resources.devices cannot be enforced on cgroup "
+                             "v2 by vmvc-runtime (no eBPF device filter) while CAP_MKNOD is "
+                             "granted: drop CAP_MKNOD")
+
+
+def _kill_cgroup(cgroup: cgroups.Cgroup) -> None:
+    for pid in cgroup.pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _reap_quietly(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            if process_start_time(pid) is None:
+                return
+        time.sleep(0.002)
+
+
+def _remove_cgroup(cgroup: cgroups.Cgroup) -> None:
+    _kill_cgroup(cgroup)
+    cgroup.delete()
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

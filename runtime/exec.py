@@ -1,0 +1,96 @@
+"""``exec``: another process in a running container, joining its namespaces and cgroup and
+getting the same hardening (capabilities, no_new_privs, seccomp) as the container's own.
+
+A forked helper joins the namespaces (setns into a mount namespace needs a single-threaded
+caller, which a fresh fork is) and forks the process itself, which lands in the PID
+namespace; the helper waits for it and exits with its status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from runtime import cgroups
+from runtime.config import Spec
+from runtime.errors import ContainerError
+from runtime.linux import NAMESPACE_FLAGS, NAMESPACE_PROC, PR_SET_NO_NEW_PRIVS, Linux
+from runtime.process import finish_and_exec
+from runtime.state import State
+
+JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "pid", "mount")
+
+
+def _resolve_user(user: str | None, spec: Spec) -> tuple[int, int]:
+    if user is None:
+        return spec.uid, spec.gid
+    uid_text, _, gid_text = user.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        raise ContainerError(f"exec --user {user!r}: give uid[:gid] as numbers")
+    return int(uid_text), int(gid_text) if gid_text else int(uid_text)
+
+
+def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
+            env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
+            detach: bool = False, pid_file: Path | None = None,
+            stdio: tuple[int, int, int] | None = None) -> int:
+    uid, gid = _resolve_user(user, spec)
+    for item in env or []:
+        if "=" not in item:
+            raise ContainerError(f"exec --env {item!r} is not NAME=VALUE")
+    process = dataclasses.replace(spec, args=args, env=[*spec.env, *(env or [])],
+                                  cwd=cwd or spec.cwd, uid=uid, gid=gid)
+    namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
+    fds = {kind: os.open(f"/proc/{state.pid}/ns/{NAMESPACE_PROC[kind]}",
+                         os.O_RDONLY | os.O_CLOEXEC) for kind in namespaces}
+    seccomp = None
+    if spec.seccomp is not None:
+        from runtime.container import DEFAULT_DATA
+        from runtime.seccomp import cached_bpf
+
+        seccomp = cached_bpf(spec.seccomp, DEFAULT_DATA / "seccomp")
+    read_fd, write_fd = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(read_fd)
+        try:
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
+            cgroups.at(state.cgroup).add(os.getpid())
+            for kind in namespaces:
+                linux.setns(fds[kind], NAMESPACE_FLAGS[kind])
+            child = os.fork()
+            if child == 0:
+                for resource_id, soft, hard in spec.rlimits:
+                    linux.setrlimit(resource_id, soft, hard)
+                if spec.no_new_privileges:
+                    linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
+                finish_and_exec(process, seccomp, [], linux)
+                os._exit(127)
+            os.write(write_fd, f"{child}\n".encode())
+            if detach:
+                os._exit(0)
+            _, status = os.waitpid(child, 0)
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                     else os.waitstatus_to_exitcode(status))
+        except BaseException as exc:
+            print(f"vmvc-runtime: exec: {exc}", file=sys.stderr, flush=True)
+            os._exit(125)
+    os.close(write_fd)
+    for fd in fds.values():
+        os.close(fd)
+    with os.fdopen(read_fd) as pipe:
+        child_pid = pipe.readline().strip()
+    _, status = os.waitpid(helper, 0)
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
+        os.waitstatus_to_exitcode(status)
+    if pid_file is not None and child_pid:
+        with contextlib.suppress(OSError):
+            pid_file.write_text(child_pid)
+    if code == 125 and not child_pid:
+        raise ContainerError(f"exec in container {state.id} failed")
+    return code

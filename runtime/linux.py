@@ -1,0 +1,145 @@
+"""The seam where the runtime touches the kernel: every syscall the container setup makes.
+
+``Linux`` is the real thing (ctypes where Python 3.11 has no call); ``RecordingLinux`` (in
+tests) records the calls so the order of the setup sequence is unit-tested without root,
+beside the real tests. Errors surface as OSError with the failing call named.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.syscall.restype = ctypes.c_long
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACE_FLAGS = {
+    "mount": CLONE_NEWNS, "cgroup": CLONE_NEWCGROUP, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "network": CLONE_NEWNET,
+}
+NAMESPACE_PROC = {"mount": "mnt", "cgroup": "cgroup", "uts": "uts", "ipc": "ipc",
+                  "user": "user", "pid": "pid", "network": "net"}
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 16, 32, 64, 128
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 1024, 2048, 4096, 8192, 16384
+MS_SILENT, MS_UNBINDABLE, MS_PRIVATE = 32768, 1 << 17, 1 << 18
+MS_SLAVE, MS_SHARED = 1 << 19, 1 << 20
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS = 1, 4, 8
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 24, 38, 22
+PR_SET_CHILD_SUBREAPER, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 36, 47, 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+SYS_PIVOT_ROOT = 155  # x86_64
+SYS_CAPSET = 126
+SYS_SETGROUPS = 116
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _named(call: str, fn, *args) -> None:
+    """Run an os-level call; a failure says which call, on what."""
+    try:
+        fn(*args)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{call}: {exc.strerror}") from exc
+
+
+def _check(result: int, call: str) -> None:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call}: {os.strerror(err)}")
+
+
+class Linux:
+    """The real kernel interface. Methods are named after the syscalls they make."""
+
+    def unshare(self, flags: int) -> None:
+        _check(_libc.unshare(flags), "unshare")
+
+    def setns(self, fd: int, nstype: int) -> None:
+        _check(_libc.setns(fd, nstype), "setns")
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
+              data: str | None = None) -> None:
+        enc = lambda v: None if v is None else os.fsencode(v)  # noqa: E731
+        _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+               f"mount {fstype or ''} {target}".replace("  ", " "))
+
+    def umount2(self, target: str, flags: int) -> None:
+        _check(_libc.umount2(os.fsencode(target), flags), f"umount {target}")
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        _check(_libc.syscall(SYS_PIVOT_ROOT, os.fsencode(new_root), os.fsencode(put_old)),
+               "pivot_root")
+
+    def chdir(self, path: str) -> None:
+        _named(f"chdir {path}", os.chdir, path)
+
+    def sethostname(self, name: str) -> None:
+        _named("sethostname", socket.sethostname, name)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        _named(f"mknod {path}", os.mknod, path, mode, device)
+
+    def symlink(self, target: str, path: str) -> None:
+        _named(f"symlink {path}", os.symlink, target, path)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> None:
+        _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), 0, 0),
+               f"prctl({option})")
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        header = struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0)
+        data = struct.pack("IIIIII", effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF,
+                           inheritable & 0xFFFFFFFF, effective >> 32, permitted >> 32,
+                           inheritable >> 32)
+        _check(_libc.syscall(SYS_CAPSET, header, data), "capset")
+
+    def setgroups(self, groups: list[int]) -> None:
+        _named("setgroups", os.setgroups, groups)
+
+    def setresgid(self, gid: int) -> None:
+        _named(f"setgid {gid}", os.setresgid, gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        _named(f"setuid {uid}", os.setresuid, uid, uid, uid)
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        import resource as _resource
+
+        _named(f"setrlimit {resource}", _resource.setrlimit, resource, (soft, hard))
+
+    def seccomp_load(self, bpf: bytes) -> None:
+        """Install a compiled filter (struct sock_filter array) for this process."""
+        program = ctypes.create_string_buffer(bpf)
+        fprog = ctypes.create_string_buffer(
+            struct.pack("HxxxxxxQ", len(bpf) // 8, ctypes.addressof(program)))
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0), "seccomp")
+
+    def write_file(self, path: str, data: str) -> None:
+        """Write procfs/cgroupfs/sysfs files so the kernel's refusal is never lost."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+    def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
+        os.execve(path, args, env)

@@ -1,0 +1,377 @@
+"""Starting a container's init: the parent side (fork, namespaces, user maps, cgroup) and
+the init's own setup sequence (mounts, pivot_root, hardening) up to the exec.
+
+Process tree: the creator forks A; A joins the cgroup and the namespaces it must join,
+unshares the new ones and forks B, which is PID 1 of the new PID namespace and becomes the
+workload itself through execve: no monitor process stays behind. A exits at once; B is
+reparented to the creator, which is a child subreaper, so the creator can wait for it.
+B reports "ready" (or one error line) on a pipe; it then blocks opening the exec fifo until
+``start`` reads it, runc's two-phase create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime import mounts
+from runtime.capabilities import NUMBER as CAP_NUMBER
+from runtime.capabilities import last_cap
+from runtime.capabilities import mask as cap_mask
+from runtime.config import Spec
+from runtime.errors import ContainerError
+from runtime.linux import (
+    MS_BIND,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
+    NAMESPACE_FLAGS,
+    PR_CAP_AMBIENT,
+    PR_CAP_AMBIENT_CLEAR_ALL,
+    PR_CAP_AMBIENT_RAISE,
+    PR_CAPBSET_DROP,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_KEEPCAPS,
+    PR_SET_NO_NEW_PRIVS,
+    Linux,
+)
+
+SETUP_TIMEOUT = 60.0
+ROOTFS_PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+                      "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC, "shared": MS_SHARED,
+                      "rshared": MS_SHARED | MS_REC, "": MS_SLAVE | MS_REC}
+
+
+@dataclass
+class InitPlan:
+    """What B needs, all computed by the creator before the fork."""
+
+    spec: Spec
+    rootfs: str  # absolute path of the root to pivot into
+    overlay: str | None  # overlay mount data; None: bind-mount *rootfs* onto itself
+    fifo: str  # the exec fifo (host path); "" for no two-phase wait
+    cgroup_v1_hierarchies: list[str] | None  # None on cgroup v2
+    seccomp_bpf: bytes | None
+    stdio: tuple[int, int, int] | None = None
+    network_setup: Callable[[], None] | None = None  # run in B (inside the new netns)
+    extra_env: list[str] = field(default_factory=list)
+
+
+def become_subreaper(linux: Linux) -> None:
+    """Orphaned container inits are reparented to this process, so it can wait for them."""
+    linux.prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+class _SyncPipe:
+    """Line messages from A and B to the creator."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self.buffer = b""
+
+    def send(self, message: str) -> None:
+        os.write(self.write_fd, message.replace("\n", " ").encode() + b"\n")
+
+    def receive(self, deadline: float) -> str | None:
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ContainerError("container setup timed out")
+            ready, _, _ = select.select([self.read_fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self.read_fd, 4096)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+
+def _write_id_maps(pid: int, spec: Spec, linux: Linux) -> None:
+    for name, mappings in (("uid_map", spec.uid_mappings), ("gid_map", spec.gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+        try:
+            linux.write_file(f"/proc/{pid}/{name}", text)
+        except OSError as exc:
+            raise ContainerError(f"linux.{name.replace('_map', 'Mappings')}: the kernel refused "
+                                 f"{text.strip()!r}: {exc.strerror}") from exc
+
+
+def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux) -> int:
+    """Fork A (→ B); return B's host PID once B is ready (blocked on the exec fifo)."""
+    spec = plan.spec
+    sync = _SyncPipe()
+    go_read, go_write = os.pipe()
+    new_user = "user" in spec.namespaces and spec.namespaces["user"] is None
+    pid_a = os.fork()
+    if pid_a == 0:
+        os.close(sync.read_fd)
+        os.close(go_write)
+        _run_intermediate(plan, join_cgroup, sync, go_read, new_user, linux)
+    os.close(sync.write_fd)
+    os.close(go_read)
+    pid_b = None
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    try:
+        while True:
+            message = sync.receive(deadline)
+            if message is None:
+                raise ContainerError("container init exited during setup")
+            kind, _, rest = message.partition(" ")
+            if kind == "userns":
+                _write_id_maps(pid_a, spec, linux)
+                os.write(go_write, b"g")
+            elif kind == "pid":
+                pid_b = int(rest)
+            elif kind == "error":
+                raise ContainerError(rest)
+            elif kind == "ready":
+                return pid_b if pid_b is not None else _fail("init never said its pid")
+    except BaseException:
+        if pid_b is not None:
+            _kill_and_reap(pid_b)
+        raise
+    finally:
+        os.close(sync.read_fd)
+        os.close(go_write)
+        _reap(pid_a)
+
+
+def _fail(message: str) -> int:
+    raise ContainerError(message)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(400):  # B is our child once A has exited (subreaper)
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+        time.sleep(0.005)
+
+
+def _run_intermediate(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _SyncPipe,
+                      go_read: int, new_user: bool, linux: Linux) -> None:
+    """A: cgroup, namespaces, fork B, report B's PID, exit. Never returns."""
+    try:
+        spec = plan.spec
+        join_cgroup(os.getpid())
+        for kind, path in spec.namespaces.items():
+            if path is not None:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    linux.setns(fd, NAMESPACE_FLAGS[kind])
+                finally:
+                    os.close(fd)
+        if new_user:
+            linux.unshare(NAMESPACE_FLAGS["user"])
+            sync.send("userns")
+            if os.read(go_read, 1) != b"g":
+                raise ContainerError("the creator did not write the user namespace maps")
+        flags = 0
+        for kind, path in spec.namespaces.items():
+            if path is None and kind != "user":
+                flags |= NAMESPACE_FLAGS[kind]
+        linux.unshare(flags)
+        pid_b = os.fork()
+        if pid_b == 0:
+            run_init(plan, sync, linux)
+        sync.send(f"pid {pid_b}")
+        os._exit(0)
+    except BaseException as exc:  # report, never fall back into the creator's code
+        try:
+            sync.send(f"error {_describe(exc)}")
+        finally:
+            os._exit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    if os.environ.get("VMVC_RUNTIME_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+        return f"{message}: {exc.filename}" if exc.filename else message
+    return str(exc) or type(exc).__name__
+
+
+def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
+    """B: PID 1 of the container. Set up, report ready, wait for start, exec. Never returns."""
+    try:
+        if plan.stdio is not None:
+            for target, fd in enumerate(plan.stdio):
+                os.dup2(fd, target)
+        fifo_fd = prepare_container(plan, linux)
+        sync.send("ready")
+        os.close(sync.write_fd)
+    except BaseException as exc:
+        try:
+            sync.send(f"error {_describe(exc)}")
+        finally:
+            os._exit(1)
+    try:
+        if fifo_fd is not None:
+            wait_for_start(fifo_fd)
+        path = finish_and_exec(plan.spec, plan.seccomp_bpf, plan.extra_env, linux)
+    except BaseException as exc:
+        print(f"vmvc-runtime: {_describe(exc)}", file=sys.stderr, flush=True)
+        os._exit(127)
+    os._exit(127 if path is None else 126)
+
+
+def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[str, int], None]:
+    def mount_cgroup(target: str, flags: int) -> None:
+        if plan.cgroup_v1_hierarchies is None:
+            linux.mount("cgroup2", target, "cgroup2", flags)
+            return
+        linux.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+        for name in plan.cgroup_v1_hierarchies:
+            options = f"none,name={name}" if name == "systemd" else name
+            os.mkdir(os.path.join(target, name))
+            linux.mount("cgroup", os.path.join(target, name), "cgroup", flags, options)
+        if flags & MS_RDONLY:
+            linux.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+    return mount_cgroup
+
+
+def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
+    """Everything before the start barrier; returns the exec fifo's O_PATH fd (or None)."""
+    spec = plan.spec
+    if "mount" in spec.namespaces:
+        linux.mount(None, "/", None, ROOTFS_PROPAGATION[spec.rootfs_propagation])
+    if plan.overlay is not None:
+        linux.mount("overlay", plan.rootfs, "overlay", 0, plan.overlay)
+    else:
+        linux.mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
+    if plan.network_setup is not None:
+        plan.network_setup()
+    elif "network" in spec.namespaces and spec.namespaces["network"] is None:
+        bring_up_loopback()
+    mounts.mount_all(linux, plan.rootfs, spec.mounts, _cgroup_mounter(plan, linux))
+    mounts.make_devices(linux, plan.rootfs, spec.devices)
+    fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC) if plan.fifo else None
+    mounts.pivot_into(linux, plan.rootfs)
+    for key, value in spec.sysctl.items():
+        linux.write_file("/proc/sys/" + key.replace(".", "/"), value)
+    if spec.hostname is not None:
+        if "uts" not in spec.namespaces:
+            raise ContainerError("config.json: hostname needs a uts namespace")
+        linux.sethostname(spec.hostname)
+    for path in spec.readonly_paths:
+        mounts.make_readonly(linux, path)
+    for path in spec.masked_paths:
+        mounts.mask(linux, path)
+    if spec.root_readonly:
+        mounts.readonly_root(linux)
+    if spec.oom_score_adj is not None:
+        linux.write_file("/proc/self/oom_score_adj", str(spec.oom_score_adj))
+    for resource_id, soft, hard in spec.rlimits:
+        linux.setrlimit(resource_id, soft, hard)
+    if spec.no_new_privileges:
+        linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
+    return fifo_fd
+
+
+def bring_up_loopback() -> None:
+    """``lo`` up in a new network namespace (runc does the same), by one ioctl."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, request))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS
+
+
+def wait_for_start(fifo_fd: int) -> None:
+    """Block until ``start`` opens the exec fifo for reading, then tell it we go on."""
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+
+
+def apply_identity(spec: Spec, linux: Linux) -> None:
+    """Bounding set, user and groups, then the other capability sets (runc's order)."""
+    caps = spec.capabilities
+    bounding = cap_mask(caps["bounding"])
+    for number in range(last_cap() + 1):
+        if not bounding & (1 << number):
+            linux.prctl(PR_CAPBSET_DROP, number)
+    linux.prctl(PR_SET_KEEPCAPS, 1)
+    linux.setgroups(spec.additional_gids)
+    linux.setresgid(spec.gid)
+    linux.setresuid(spec.uid)
+    linux.prctl(PR_SET_KEEPCAPS, 0)
+    linux.capset(cap_mask(caps["effective"]), cap_mask(caps["permitted"]),
+                 cap_mask(caps["inheritable"]))
+    linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    for name in caps["ambient"]:
+        linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NUMBER[name])
+
+
+def find_program(program: str, env: list[str]) -> str:
+    if "/" in program:
+        return program
+    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise ContainerError(f"exec {program}: not found in PATH={path}")
+
+
+def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
+                    linux: Linux) -> str | None:
+    """Identity, seccomp as late as possible, cwd, exec. Returns only if exec failed."""
+    env = [*spec.env, *extra_env]
+    program = find_program(spec.args[0], env)
+    if seccomp_bpf is not None and not spec.no_new_privileges:
+        linux.seccomp_load(seccomp_bpf)  # needs CAP_SYS_ADMIN: before the caps go
+    apply_identity(spec, linux)
+    try:
+        os.chdir(spec.cwd)
+    except OSError as exc:
+        raise ContainerError(f"process.cwd {spec.cwd}: {exc.strerror}") from exc
+    os.closerange(3, 1 << 20)
+    if seccomp_bpf is not None and spec.no_new_privileges:
+        linux.seccomp_load(seccomp_bpf)
+    environ = dict(e.split("=", 1) for e in env)
+    try:
+        linux.execve(program, spec.args, environ)
+    except OSError as exc:
+        code = 127 if exc.errno == errno.ENOENT else 126
+        print(f"vmvc-runtime: exec {spec.args[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+        os._exit(code)
+    return None
+
+
+def remove_data_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

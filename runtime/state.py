@@ -1,0 +1,106 @@
+"""Container state on disk: ``<root>/<id>/state.json`` plus the ``exec.fifo`` whose presence
+means "created" (runc's scheme), and the status derived from the init process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from runtime.errors import ContainerError
+
+OCI_VERSION = "1.0.2"
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+FIFO = "exec.fifo"
+
+
+@dataclass
+class State:
+    id: str
+    pid: int
+    start_time: int  # the init's start time (clock ticks since boot): detects PID reuse
+    bundle: str
+    rootfs: str
+    created: str
+    cgroup: str  # relative cgroup path
+    data_dir: str  # per-container writable dirs (overlay upper/work), removed on delete
+    annotations: dict[str, str] = field(default_factory=dict)
+    network: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+
+
+def check_id(container_id: str) -> str:
+    if not ID_PATTERN.fullmatch(container_id):
+        raise ContainerError(f"invalid container id {container_id!r} (letters, digits, _.+-)")
+    return container_id
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat, or None if the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+class StateStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dir(self, container_id: str) -> Path:
+        return self.root / check_id(container_id)
+
+    def save(self, state: State) -> None:
+        path = self.dir(state.id) / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.rename(path)
+
+    def load(self, container_id: str) -> State:
+        path = self.dir(container_id) / "state.json"
+        try:
+            return State(**json.loads(path.read_text()))
+        except FileNotFoundError as exc:
+            raise ContainerError(f"container {container_id} does not exist") from exc
+        except (ValueError, TypeError) as exc:
+            raise ContainerError(f"container {container_id}: state file {path} is damaged") \
+                from exc
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "state.json").exists())
+
+    def status(self, state: State) -> str:
+        """created | running | stopped, derived as runc derives it."""
+        if process_start_time(state.pid) != state.start_time:
+            return "stopped"
+        if (self.dir(state.id) / FIFO).exists():
+            return "created"
+        return "running"
+
+    def oci_state(self, state: State) -> dict:
+        status = self.status(state)
+        return {
+            "ociVersion": OCI_VERSION, "id": state.id, "status": status,
+            "pid": state.pid if status != "stopped" else 0, "bundle": state.bundle,
+            "rootfs": state.rootfs, "created": state.created, "owner": state.owner,
+            "annotations": state.annotations,
+        }
+
+
+def kill_if_alive(state: State, signal_number: int) -> bool:
+    if process_start_time(state.pid) != state.start_time:
+        return False
+    try:
+        os.kill(state.pid, signal_number)
+    except ProcessLookupError:
+        return False
+    return True
