@@ -12,11 +12,11 @@ import errno
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import DeviceRule, Resources
 from runtime.errors import ContainerError
+from runtime.records import Record
 
 ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices")
@@ -30,8 +30,7 @@ ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's o
 ]
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(Record):
     memory_current: int  # bytes
     memory_peak: int | None  # bytes, None where the kernel does not keep it
     cpu_ns: int  # CPU time of all the container's processes

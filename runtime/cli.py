@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from runtime.errors import ContainerError
+from runtime.trace import mark
 
 DEFAULT_ROOT = "/run/vmvc-runtime"
 
@@ -181,6 +182,7 @@ def _list(states: list[dict], args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark('cli main')
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:

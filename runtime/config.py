@@ -7,29 +7,27 @@ from __future__ import annotations
 import json
 import re
 import resource
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.capabilities import NUMBER as CAP_NUMBER
 from runtime.capabilities import SETS as CAP_SETS
 from runtime.errors import ContainerError
+from runtime.records import Record
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "")
 
 
-@dataclass
-class Mount:
+class Mount(Record):
     destination: str
     type: str
     source: str
     options: list[str]
 
 
-@dataclass
-class DeviceRule:
+class DeviceRule(Record):
     allow: bool
     type: str  # a, c, b
     major: int | None
@@ -37,8 +35,7 @@ class DeviceRule:
     access: str
 
 
-@dataclass
-class Device:
+class Device(Record):
     path: str
     type: str  # c, b, u, p
     major: int
@@ -48,8 +45,7 @@ class Device:
     gid: int
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     memory_limit: int | None = None
     memory_reservation: int | None = None
     memory_swap: int | None = None
@@ -59,18 +55,16 @@ class Resources:
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
     pids_limit: int | None = None
-    devices: list[DeviceRule] = field(default_factory=list)
+    devices: list[DeviceRule] = []
 
 
-@dataclass
-class IdMapping:
+class IdMapping(Record):
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass
-class Spec:
+class Spec(Record):
     args: list[str]
     env: list[str]
     cwd: str
@@ -98,7 +92,7 @@ class Spec:
     sysctl: dict[str, str]
     rootfs_propagation: str
     annotations: dict[str, str]
-    raw: dict = field(repr=False, default_factory=dict)
+    raw: dict = {}
 
 
 class _Reader:

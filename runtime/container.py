@@ -21,6 +21,7 @@ from runtime.errors import ContainerError
 from runtime.linux import Linux
 from runtime.process import InitPlan, become_subreaper, spawn_init
 from runtime.state import FIFO, State, StateStore, check_id, kill_if_alive, process_start_time
+from runtime.trace import mark
 
 DEFAULT_ROOT = Path("/run/vmvc-runtime")
 DEFAULT_DATA = Path(os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime"))
@@ -43,6 +44,7 @@ class Runtime:
                pid_file: Path | None = None) -> State:
         """Create the container, its init blocked before exec until :meth:`start`."""
         global _subreaper
+        mark("create")
         check_id(container_id)
         bundle = bundle.resolve()
         spec = parse_config(config) if config is not None else load_bundle(bundle)
@@ -71,7 +73,9 @@ class Runtime:
             if not _subreaper:
                 become_subreaper(self.linux)
                 _subreaper = True
+            mark('spawn')
             pid = spawn_init(plan, cgroup.add, self.linux)
+            mark('created')
         except BaseException:
             if cgroup is not None:
                 _remove_cgroup(cgroup)
@@ -138,6 +142,7 @@ class Runtime:
 
     def wait(self, container_id: str) -> int:
         """Wait for the container's process to exit; its exit status (128+N if killed)."""
+        mark("wait")
         state = self.store.load(container_id)
         try:
             _, status = os.waitpid(state.pid, 0)
@@ -153,6 +158,7 @@ class Runtime:
 
     def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container; ``force`` kills a running one first."""
+        mark("delete")
         state = self.store.load(container_id)
         status = self.store.status(state)
         if status == "running" and not force:

@@ -9,7 +9,6 @@ namespace; the helper waits for it and exits with its status.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
     for item in env or []:
         if "=" not in item:
             raise ContainerError(f"exec --env {item!r} is not NAME=VALUE")
-    process = dataclasses.replace(spec, args=args, env=[*spec.env, *(env or [])],
+    process = spec.replace(args=args, env=[*spec.env, *(env or [])],
                                   cwd=cwd or spec.cwd, uid=uid, gid=gid)
     namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
     fds = {kind: os.open(f"/proc/{state.pid}/ns/{NAMESPACE_PROC[kind]}",

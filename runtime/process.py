@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import mounts
@@ -47,6 +46,8 @@ from runtime.linux import (
     PR_SET_NO_NEW_PRIVS,
     Linux,
 )
+from runtime.records import Record
+from runtime.trace import mark
 
 SETUP_TIMEOUT = 60.0
 ROOTFS_PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
@@ -54,8 +55,7 @@ ROOTFS_PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
                       "rshared": MS_SHARED | MS_REC, "": MS_SLAVE | MS_REC}
 
 
-@dataclass
-class InitPlan:
+class InitPlan(Record):
     """What B needs, all computed by the creator before the fork."""
 
     spec: Spec
@@ -66,7 +66,7 @@ class InitPlan:
     seccomp_bpf: bytes | None
     stdio: tuple[int, int, int] | None = None
     network_setup: Callable[[], None] | None = None  # run in B (inside the new netns)
-    extra_env: list[str] = field(default_factory=list)
+    extra_env: list[str] = []
 
 
 def become_subreaper(linux: Linux) -> None:
@@ -180,7 +180,9 @@ def _run_intermediate(plan: InitPlan, join_cgroup: Callable[[int], None], sync: 
     """A: cgroup, namespaces, fork B, report B's PID, exit. Never returns."""
     try:
         spec = plan.spec
+        mark('A forked')
         join_cgroup(os.getpid())
+        mark('A joined cgroup')
         for kind, path in spec.namespaces.items():
             if path is not None:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -198,6 +200,7 @@ def _run_intermediate(plan: InitPlan, join_cgroup: Callable[[int], None], sync: 
             if path is None and kind != "user":
                 flags |= NAMESPACE_FLAGS[kind]
         linux.unshare(flags)
+        mark('A unshared')
         pid_b = os.fork()
         if pid_b == 0:
             run_init(plan, sync, linux)
@@ -227,7 +230,9 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
         if plan.stdio is not None:
             for target, fd in enumerate(plan.stdio):
                 os.dup2(fd, target)
+        mark('B forked')
         fifo_fd = prepare_container(plan, linux)
+        mark('B ready')
         sync.send("ready")
         os.close(sync.write_fd)
     except BaseException as exc:
@@ -238,6 +243,7 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
     try:
         if fifo_fd is not None:
             wait_for_start(fifo_fd)
+        mark('B started')
         path = finish_and_exec(plan.spec, plan.seccomp_bpf, plan.extra_env, linux)
     except BaseException as exc:
         print(f"vmvc-runtime: {_describe(exc)}", file=sys.stderr, flush=True)
@@ -360,6 +366,7 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
         os.chdir(spec.cwd)
     except OSError as exc:
         raise ContainerError(f"process.cwd {spec.cwd}: {exc.strerror}") from exc
+    mark('exec')
     os.closerange(3, 1 << 20)
     if seccomp_bpf is not None and spec.no_new_privileges:
         linux.seccomp_load(seccomp_bpf)

@@ -4,7 +4,6 @@ prctl: the container's start-up does not pay for compiling ~350 rules each time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,11 @@ ARCHES = {"SCMP_ARCH_X86_64": "X86_64", "SCMP_ARCH_X86": "X86", "SCMP_ARCH_X32":
 OPS = {"SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP_EQ": "EQ",
        "SCMP_CMP_GE": "GE", "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ"}
 EPERM = 1
+
+try:  # the built-in module: importing hashlib loads OpenSSL, ~3 ms of the runtime's start-up
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - Pythons built without it
+    from hashlib import sha256 as _sha256
 
 
 def _action(seccomp, name: str, errno_ret: int | None) -> int:
@@ -67,7 +71,7 @@ def compile_bpf(section: dict) -> bytes:
 
 def cached_bpf(section: dict, cache_dir: Path) -> bytes:
     """The compiled program for *section*, compiled once per distinct section."""
-    key = hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()
+    key = _sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()
     path = cache_dir / f"{key}.bpf"
     try:
         return path.read_bytes()

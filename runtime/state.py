@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runtime.errors import ContainerError
+from runtime.records import Record
 
 OCI_VERSION = "1.0.2"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 FIFO = "exec.fifo"
 
 
-@dataclass
-class State:
+class State(Record):
     id: str
     pid: int
     start_time: int  # the init's start time (clock ticks since boot): detects PID reuse
@@ -26,8 +25,8 @@ class State:
     created: str
     cgroup: str  # relative cgroup path
     data_dir: str  # per-container writable dirs (overlay upper/work), removed on delete
-    annotations: dict[str, str] = field(default_factory=dict)
-    network: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = {}
+    network: dict[str, str] = {}
     owner: str = ""
 
 
@@ -60,7 +59,7 @@ class StateStore:
     def save(self, state: State) -> None:
         path = self.dir(state.id) / "state.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
+        tmp.write_text(json.dumps(vars(state)))
         tmp.rename(path)
 
     def load(self, container_id: str) -> State:
