@@ -35,6 +35,7 @@ class Usage(Record):
     memory_peak: int | None  # bytes, None where the kernel does not keep it
     cpu_ns: int  # CPU time of all the container's processes
     pids_current: int
+    oom_kills: int  # processes the OOM killer killed for this cgroup's memory limit
 
 
 def _write(path: Path, value: str) -> None:
@@ -69,6 +70,15 @@ def relative_path(cgroups_path: str | None, container_id: str) -> str:
     if not parts or ".." in parts:
         raise ContainerError(f"config.json: linux.cgroupsPath {cgroups_path!r} is not a path")
     return "/".join(parts)  # absolute, or relative to the root: the same place here
+
+
+def _field(text: str, name: str) -> int:
+    """A counter from a ``key value`` per line file (memory.oom_control, memory.events)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
 
 
 def _shares_to_weight(shares: int) -> int:
@@ -194,6 +204,7 @@ class CgroupV1(Cgroup):
             memory_peak=int(_read(mem / "memory.max_usage_in_bytes")),
             cpu_ns=int(_read(self.dirs["cpuacct"] / "cpuacct.usage")),
             pids_current=int(_read(self.dirs["pids"] / "pids.current")),
+            oom_kills=_field(_read(mem / "memory.oom_control"), "oom_kill"),
         )
 
     def delete(self) -> None:
@@ -275,6 +286,7 @@ class CgroupV2(Cgroup):
             memory_peak=int(_read(peak)) if peak.exists() else None,
             cpu_ns=int(cpu["usage_usec"]) * 1000,
             pids_current=int(_read(self.dir / "pids.current")),
+            oom_kills=_field(_read(self.dir / "memory.events"), "oom_kill"),
         )
 
     def delete(self) -> None:

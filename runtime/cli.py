@@ -163,7 +163,11 @@ def _run(rt, args: argparse.Namespace) -> int:
         signal.signal(signum, forward)
     try:
         rt.start(args.id)
-        return rt.wait(args.id)
+        code = rt.wait(args.id)
+        if code == 128 + signal.SIGKILL and rt.oom_killed(args.id):
+            print(f"vmvc-runtime: container {args.id}: killed by the OOM killer (memory limit "
+                  "reached)", file=sys.stderr)
+        return code
     finally:
         if not args.keep:
             rt.delete(args.id, force=True)

@@ -98,12 +98,14 @@ class Runtime:
             rootfs = (bundle / spec.root_path).resolve()
             if not rootfs.is_dir():
                 raise ContainerError(f"config.json: root.path {rootfs} is not a directory")
+            _resolve_username(spec, rootfs)
             return str(rootfs), None
         from runtime.oci_image import read_manifest, unpack_layers
 
         lowers = unpack_layers(read_manifest(image), self.data / "layers")
         for name in ("upper", "work", "rootfs"):
             (data_dir / name).mkdir(parents=True, exist_ok=True)
+        _resolve_username(spec, lowers[0])  # vmvc images have one layer
         lowerdir = ":".join(str(p) for p in lowers)
         overlay = f"lowerdir={lowerdir},upperdir={data_dir / 'upper'},workdir={data_dir / 'work'}"
         return str(data_dir / "rootfs"), overlay
@@ -188,6 +190,13 @@ class Runtime:
     def usage(self, container_id: str) -> cgroups.Usage:
         return cgroups.at(self.store.load(container_id).cgroup).usage()
 
+    def oom_killed(self, container_id: str) -> bool:
+        """Did the OOM killer kill a process of this container (memory limit reached)?"""
+        try:
+            return self.usage(container_id).oom_kills > 0
+        except (OSError, ContainerError):
+            return False
+
     def spec(self, container_id: str) -> Spec:
         path = self.store.dir(container_id) / "config.json"
         return parse_config(json.loads(path.read_text()))
@@ -208,6 +217,26 @@ class Runtime:
         if self.store.status(state) != "running":
             raise ContainerError(f"container {container_id} is not running")
         return exec_in(state, self.spec(container_id), args, self.linux, **kw)
+
+
+def _resolve_username(spec: Spec, rootfs: Path) -> None:
+    """process.user.username → uid and gid from the container's own /etc/passwd."""
+    if not spec.username:
+        return
+    from runtime.mounts import resolve_in_root
+
+    passwd = resolve_in_root(str(rootfs), "/etc/passwd")
+    try:
+        with open(passwd) as handle:
+            for line in handle:
+                fields = line.strip().split(":")
+                if len(fields) >= 4 and fields[0] == spec.username:
+                    spec.uid, spec.gid = int(fields[2]), int(fields[3])
+                    return
+    except OSError:
+        pass
+    raise ContainerError(f"config.json: process.user.username: no user {spec.username!r} in "
+                         "the container's /etc/passwd")
 
 
 def _check_device_policy(spec: Spec, cgroup: cgroups.Cgroup) -> None:

@@ -62,3 +62,36 @@ def tiny_image() -> ImageArtifacts:
 def as_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
+
+
+def _vmvc_cgroups() -> set[str]:
+    root = Path("/sys/fs/cgroup")
+    return {str(p) for p in root.glob("*/vmvc*")} | {str(p) for p in root.glob("*/*/*/vmvc*")}
+
+
+def _netns_and_veths() -> set[str]:
+    names = {f"netns:{p.name}" for p in Path("/run/netns").glob("*")} \
+        if Path("/run/netns").is_dir() else set()
+    for link in Path("/sys/class/net").iterdir():
+        if (link / "ifindex").exists() and link.name.startswith(("vmvc", "veth")):
+            names.add(f"link:{link.name}")
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_container_leaks():
+    before = (_vmvc_cgroups(), _netns_and_veths())
+    yield
+    after = (_vmvc_cgroups(), _netns_and_veths())
+    assert after[0] <= before[0], f"cgroups left behind: {after[0] - before[0]}"
+    assert after[1] <= before[1], f"network namespaces or links left behind: {after[1] - before[1]}"
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tiny_image, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny image's layer unpacked: a busybox root filesystem for OCI bundles."""
+    from runtime.oci_image import read_manifest, unpack_layers
+
+    (layer,) = unpack_layers(read_manifest(tiny_image.oci_layout),
+                             tmp_path_factory.mktemp("layers"))
+    return layer

@@ -1,0 +1,104 @@
+"""The container setup sequence against a recording fake of the syscall layer (youki's
+pattern): the order of mounts, pivot_root and hardening is checked without root, beside
+the real tests that run it as root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.config import parse_config
+from runtime.linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_REC,
+    MS_SLAVE,
+    PR_CAP_AMBIENT,
+    PR_CAPBSET_DROP,
+    PR_SET_KEEPCAPS,
+    PR_SET_NO_NEW_PRIVS,
+)
+from runtime.process import InitPlan, apply_identity, prepare_container
+from runtime.spec import default_spec
+
+
+class RecordingLinux:
+    """Records every call; makes the files a real mknod would, so the sequence goes on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        def record(*args: object) -> None:
+            self.calls.append((name, *args))
+            if name == "mknod":
+                Path(str(args[0])).touch()
+        return record
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+    def index(self, predicate) -> int:
+        return next(i for i, call in enumerate(self.calls) if predicate(call))
+
+
+def _spec(tmp_path: Path):
+    config = default_spec(["/bin/true"])
+    config["root"]["path"] = str(tmp_path / "rootfs")
+    config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    config["hostname"] = "seq"
+    return parse_config(config)
+
+
+def test_setup_sequence(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "dev").mkdir(parents=True)
+    spec = _spec(tmp_path)
+    fake = RecordingLinux()
+    plan = InitPlan(spec=spec, rootfs=str(rootfs), overlay=None, fifo="",
+                    cgroup_v1_hierarchies=["cpu", "memory"], seccomp_bpf=None)
+    assert prepare_container(plan, fake) is None
+    calls = fake.calls
+    # 1. propagation first: nothing mounted later may reach the host
+    assert calls[0] == ("mount", None, "/", None, MS_SLAVE | MS_REC)
+    # 2. the root bound onto itself (pivot_root needs a mount point)
+    assert calls[1] == ("mount", str(rootfs), str(rootfs), None, MS_BIND | MS_REC)
+    # 3. the spec's mounts in order, /dev's tmpfs before its device nodes
+    targets = [c[2] for c in calls if c[0] == "mount" and c[2].startswith(str(rootfs))]
+    assert targets[1:7] == [f"{rootfs}{d}" for d in ("/proc", "/dev", "/dev/pts", "/dev/shm",
+                                                     "/dev/mqueue", "/sys")]
+    dev_mount = fake.index(lambda c: c[0] == "mount" and c[2] == f"{rootfs}/dev")
+    first_mknod = fake.index(lambda c: c[0] == "mknod")
+    assert dev_mount < first_mknod
+    assert {Path(c[1]).name for c in calls if c[0] == "mknod"} == {
+        "null", "zero", "full", "random", "urandom", "tty"}
+    # 4. pivot_root after every mount and node, then the old root detached
+    pivot = fake.index(lambda c: c[0] == "pivot_root")
+    assert pivot > first_mknod and calls[pivot - 1] == ("chdir", str(rootfs))
+    assert ("umount2", ".", MNT_DETACH) in calls[pivot:pivot + 3]
+    # 5. inside: hostname, read-only paths, then masks, read-only root, NNP last
+    hostname = fake.index(lambda c: c[0] == "sethostname")
+    assert hostname > pivot and calls[hostname] == ("sethostname", "seq")
+    readonly = [c for c in calls[hostname:] if c[0] == "mount" and c[1] == c[2]]
+    masked = fake.index(lambda c: c[0] == "mount" and c[1] in ("/dev/null", "tmpfs")
+                        and c[2].startswith(("/proc", "/sys")))
+    assert readonly and fake.calls.index(readonly[0]) < masked
+    assert calls[-1] == ("prctl", PR_SET_NO_NEW_PRIVS, 1)
+    assert ("setrlimit", 7, 1024, 1024) in calls  # RLIMIT_NOFILE
+
+
+def test_identity_drops_bounding_before_the_user_changes(tmp_path: Path) -> None:
+    spec = _spec(tmp_path).replace(uid=1000, gid=1000, additional_gids=[10])
+    fake = RecordingLinux()
+    apply_identity(spec, fake)
+    names = fake.names()
+    drops = [c[2] for c in fake.calls if c[0] == "prctl" and c[1] == PR_CAPBSET_DROP]
+    assert 21 in drops and 5 not in drops  # CAP_SYS_ADMIN dropped, CAP_KILL kept
+    keep_on = fake.calls.index(("prctl", PR_SET_KEEPCAPS, 1))
+    assert names.index("setresuid") > keep_on > max(
+        i for i, c in enumerate(fake.calls) if c[0] == "prctl" and c[1] == PR_CAPBSET_DROP)
+    assert names.index("setgroups") < names.index("setresgid") < names.index("setresuid")
+    assert ("setresuid", 1000) in fake.calls and ("setgroups", [10]) in fake.calls
+    capset = fake.calls[names.index("capset")]
+    assert capset[1] == capset[2] == (1 << 29) | (1 << 5) | (1 << 10)  # AUDIT_WRITE KILL NBS
+    assert names.index("capset") > names.index("setresuid")
+    assert fake.calls[-1][:2] == ("prctl", PR_CAP_AMBIENT)
