@@ -25,6 +25,7 @@ from runtime.trace import mark
 
 DEFAULT_ROOT = Path("/run/vmvc-runtime")
 DEFAULT_DATA = Path(os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime"))
+NETWORK_ANNOTATION = "org.vmvc.network"
 IMAGE_ANNOTATION = "org.vmvc.image.layout"
 """config.json annotation: an OCI image layout whose layers become the overlayfs root."""
 START_TIMEOUT = 10.0
@@ -41,8 +42,12 @@ class Runtime:
     # -- create ---------------------------------------------------------------------------
     def create(self, container_id: str, bundle: Path, config: dict | None = None, *,
                image: Path | None = None, stdio: tuple[int, int, int] | None = None,
-               pid_file: Path | None = None) -> State:
-        """Create the container, its init blocked before exec until :meth:`start`."""
+               pid_file: Path | None = None, network: str | None = None) -> State:
+        """Create the container, its init blocked before exec until :meth:`start`.
+
+        *network* is ``none`` (loopback only, the default) or ``bridge``; the config's
+        ``org.vmvc.network`` annotation says the same for bundles run through the CLI.
+        """
         global _subreaper
         mark("create")
         check_id(container_id)
@@ -58,6 +63,7 @@ class Runtime:
             raise ContainerError(f"container {container_id} already exists") from exc
         data_dir = self.data / "containers" / container_id
         cgroup = None
+        mode = network or spec.annotations.get(NETWORK_ANNOTATION, "none")
         try:
             rootfs, overlay = self._prepare_root(spec, bundle, image, data_dir)
             cgroup = cgroups.for_container(spec.cgroups_path, container_id)
@@ -70,6 +76,7 @@ class Runtime:
                 cgroup_v1_hierarchies=None if cgroup.unified else mounts.host_cgroup_hierarchies(),
                 seccomp_bpf=self._seccomp(spec), stdio=stdio,
             )
+            address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
                 become_subreaper(self.linux)
                 _subreaper = True
@@ -77,6 +84,8 @@ class Runtime:
             pid = spawn_init(plan, cgroup.add, self.linux)
             mark('created')
         except BaseException:
+            if mode == "bridge":
+                self._unplug(container_id)
             if cgroup is not None:
                 _remove_cgroup(cgroup)
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -86,6 +95,7 @@ class Runtime:
             id=container_id, pid=pid, start_time=process_start_time(pid) or 0,
             bundle=str(bundle), rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
             data_dir=str(data_dir), annotations=spec.annotations,
+            network={"mode": mode, **({"address": address} if address else {})},
         )
         self.store.save(state)
         if pid_file is not None:
@@ -109,6 +119,34 @@ class Runtime:
         lowerdir = ":".join(str(p) for p in lowers)
         overlay = f"lowerdir={lowerdir},upperdir={data_dir / 'upper'},workdir={data_dir / 'work'}"
         return str(data_dir / "rootfs"), overlay
+
+    def _plan_network(self, mode: str, spec: Spec, container_id: str,
+                      plan: InitPlan) -> str | None:
+        """Bridge mode: reserve an address and let the creator and init plug eth0 in."""
+        if mode not in ("none", "bridge"):
+            raise ContainerError(f"network mode {mode!r}: choose none or bridge")
+        if mode == "none":
+            return None
+        if spec.namespaces.get("network", "joined") is not None:
+            raise ContainerError("network mode bridge needs a new network namespace "
+                                 "(linux.namespaces: network without a path)")
+        from runtime import network
+
+        network.ensure_bridge()
+        with network.AddressLock(str(self.store.root)):
+            in_use = {p.read_text() for p in self.store.root.glob("*/address")}
+            address = network.allocate_address(in_use)
+            (self.store.dir(container_id) / "address").write_text(address)
+        plan.on_init_pid = lambda pid: network.plug(container_id, pid)
+        plan.network_setup = lambda: network.configure_inside(address)
+        return address
+
+    def _unplug(self, container_id: str) -> None:
+        from runtime import network
+
+        network.unplug(container_id)
+        (self.store.dir(container_id) / "address").unlink(missing_ok=True)
+        network.remove_bridge_if_unused(len(list(self.store.root.glob("*/address"))))
 
     def _seccomp(self, spec: Spec) -> bytes | None:
         if spec.seccomp is None:
@@ -172,6 +210,8 @@ class Runtime:
         _kill_cgroup(cgroup)
         _reap_quietly(state.pid)
         _remove_cgroup(cgroup)
+        if state.network.get("mode") == "bridge":
+            self._unplug(container_id)
         shutil.rmtree(state.data_dir, ignore_errors=True)
         shutil.rmtree(self.store.dir(container_id), ignore_errors=True)
 

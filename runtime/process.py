@@ -66,7 +66,9 @@ class InitPlan(Record):
     seccomp_bpf: bytes | None
     stdio: tuple[int, int, int] | None = None
     network_setup: Callable[[], None] | None = None  # run in B (inside the new netns)
+    on_init_pid: Callable[[int], None] | None = None  # run in the creator once B exists
     extra_env: list[str] = []
+    go_fd: int = -1  # creator → A/B messages (user maps written, network plugged)
 
 
 def become_subreaper(linux: Linux) -> None:
@@ -120,6 +122,7 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
     if pid_a == 0:
         os.close(sync.read_fd)
         os.close(go_write)
+        plan.go_fd = go_read
         _run_intermediate(plan, join_cgroup, sync, go_read, new_user, linux)
     os.close(sync.write_fd)
     os.close(go_read)
@@ -136,6 +139,9 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
                 os.write(go_write, b"g")
             elif kind == "pid":
                 pid_b = int(rest)
+                if plan.on_init_pid is not None:
+                    plan.on_init_pid(pid_b)
+                    os.write(go_write, b"n")
             elif kind == "error":
                 raise ContainerError(rest)
             elif kind == "ready":
@@ -276,7 +282,10 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     else:
         linux.mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
     if plan.network_setup is not None:
+        if os.read(plan.go_fd, 1) != b"n":
+            raise ContainerError("network: the creator did not plug the container in")
         plan.network_setup()
+        bring_up_loopback()
     elif "network" in spec.namespaces and spec.namespaces["network"] is None:
         bring_up_loopback()
     mounts.mount_all(linux, plan.rootfs, spec.mounts, _cgroup_mounter(plan, linux))

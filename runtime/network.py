@@ -1,0 +1,111 @@
+"""Container networking: ``none`` (a fresh namespace with only ``lo``, the default) and
+``bridge``: a veth pair from the container's ``eth0`` to the suite's own bridge ``vmvc0``,
+with an address from one fixed test subnet. No uplink, no NAT, no default route: traffic
+stays between the host and the containers the suite made. Netlink through pyroute2.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import zlib
+
+from runtime.errors import ContainerError
+
+BRIDGE = "vmvc0"
+SUBNET = ipaddress.IPv4Network("10.88.0.0/16")
+GATEWAY = SUBNET.network_address + 1  # the bridge's own address
+MODES = ("none", "bridge")
+ANNOTATION = "org.vmvc.network"
+
+
+def host_veth_name(container_id: str) -> str:
+    """A stable, unique-enough interface name within the 15-character limit."""
+    return f"vmvc{zlib.crc32(container_id.encode()):08x}"[:15]
+
+
+def _ipr():
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def ensure_bridge() -> None:
+    """Create and bring up vmvc0 with the gateway address, once."""
+    with _ipr() as ipr:
+        if not ipr.link_lookup(ifname=BRIDGE):
+            try:
+                ipr.link("add", ifname=BRIDGE, kind="bridge")
+            except Exception as exc:  # NetlinkError: a racing creator made it
+                if not ipr.link_lookup(ifname=BRIDGE):
+                    raise ContainerError(f"network: cannot create bridge {BRIDGE}: {exc}") from exc
+        index = ipr.link_lookup(ifname=BRIDGE)[0]
+        if not ipr.get_addr(index=index, address=str(GATEWAY)):
+            ipr.addr("add", index=index, address=str(GATEWAY), prefixlen=SUBNET.prefixlen)
+        ipr.link("set", index=index, state="up")
+
+
+def allocate_address(in_use: set[str]) -> str:
+    """The lowest free host address of the subnet (callers hold no other lock)."""
+    for host in SUBNET.hosts():
+        if host != GATEWAY and str(host) not in in_use:
+            return str(host)
+    raise ContainerError(f"network: no free address left in {SUBNET}")
+
+
+class AddressLock:
+    """Serialises address allocation between concurrent creators."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "network.lock")
+
+    def __enter__(self) -> AddressLock:
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self.fd)
+
+
+def plug(container_id: str, init_pid: int) -> None:
+    """Host side: a veth pair, one end on the bridge, the other as eth0 in the container."""
+    host = host_veth_name(container_id)
+    with _ipr() as ipr:
+        try:
+            ipr.link("add", ifname=host, kind="veth",
+                     peer={"ifname": "eth0", "net_ns_pid": init_pid})
+        except Exception as exc:
+            raise ContainerError(f"network: cannot create veth {host}: {exc}") from exc
+        index = ipr.link_lookup(ifname=host)[0]
+        ipr.link("set", index=index, master=ipr.link_lookup(ifname=BRIDGE)[0], state="up")
+
+
+def configure_inside(address: str) -> None:
+    """Container side, in its network namespace: eth0's address and up; no default route."""
+    with _ipr() as ipr:
+        index = ipr.link_lookup(ifname="eth0")
+        if not index:
+            raise ContainerError("network: eth0 did not arrive in the container")
+        ipr.addr("add", index=index[0], address=address, prefixlen=SUBNET.prefixlen)
+        ipr.link("set", index=index[0], state="up")
+
+
+def unplug(container_id: str) -> None:
+    """Remove the host end (the pair goes with it); fine if the namespace took it already."""
+    with _ipr() as ipr:
+        for index in ipr.link_lookup(ifname=host_veth_name(container_id)):
+            try:
+                ipr.link("del", index=index)
+            except Exception:
+                continue
+
+
+def remove_bridge_if_unused(bridged_left: int) -> None:
+    if bridged_left:
+        return
+    with _ipr() as ipr:
+        for index in ipr.link_lookup(ifname=BRIDGE):
+            ipr.link("del", index=index)
