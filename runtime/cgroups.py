@@ -12,13 +12,12 @@ import errno
 import math
 import os
 import time
-from pathlib import Path
 
 from runtime.config import DeviceRule, Resources
 from runtime.errors import ContainerError
 from runtime.records import Record
 
-ROOT = Path("/sys/fs/cgroup")
+ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices")
 V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
 DEFAULT_PREFIX = "vmvc-"
@@ -38,7 +37,7 @@ class Usage(Record):
     oom_kills: int  # processes the OOM killer killed for this cgroup's memory limit
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: str, value: str) -> None:
     """Write a cgroup file; the kernel's refusal (EINVAL, EBUSY…) surfaces here, not later."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -50,13 +49,18 @@ def _write(path: Path, value: str) -> None:
         raise ContainerError(f"cgroup: writing {value!r} to {path}: {exc.strerror}") from exc
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip()
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
 
 
-def is_unified(root: Path = ROOT) -> bool:
+def _join(*parts: str) -> str:
+    return "/".join(parts)
+
+
+def is_unified(root: str = ROOT) -> bool:
     """cgroup v2 mounted at the root (hybrid hosts, cgroup2 at root/unified, count as v1)."""
-    return (root / "cgroup.controllers").exists()
+    return os.path.exists(_join(root, "cgroup.controllers"))
 
 
 def relative_path(cgroups_path: str | None, container_id: str) -> str:
@@ -111,11 +115,11 @@ class Cgroup:
         raise NotImplementedError
 
 
-def _rmdir_waiting(path: Path) -> None:
+def _rmdir_waiting(path: str) -> None:
     """rmdir a cgroup; EBUSY while its last tasks are still exiting, so retry briefly."""
     for _ in range(200):
         try:
-            path.rmdir()
+            os.rmdir(path)
             return
         except FileNotFoundError:
             return
@@ -127,10 +131,11 @@ def _rmdir_waiting(path: Path) -> None:
 
 
 class CgroupV1(Cgroup):
-    def __init__(self, rel: str, root: Path = ROOT) -> None:
+    def __init__(self, rel: str, root: str = ROOT) -> None:
         self.rel = rel
         self.root = root
-        self.dirs = {c: root / c / rel for c in V1_CONTROLLERS if (root / c).is_dir()}
+        self.dirs = {c: _join(root, c, rel) for c in V1_CONTROLLERS
+                     if os.path.isdir(_join(root, c))}
         missing = [c for c in ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices")
                    if c not in self.dirs]
         if missing:
@@ -138,20 +143,20 @@ class CgroupV1(Cgroup):
                                  f"under {root}")
 
     def paths(self) -> list[str]:
-        return [str(p) for p in self.dirs.values()]
+        return list(self.dirs.values())
 
-    def _make(self, controller: str) -> Path:
+    def _make(self, controller: str) -> str:
         path = self.dirs[controller]
         if controller == "cpuset":  # an empty cpuset admits no task: inherit each level's
-            level = self.root / "cpuset"
+            level = _join(self.root, "cpuset")
             for part in self.rel.split("/"):
-                parent, level = level, level / part
-                if not level.exists():
-                    level.mkdir()
+                parent, level = level, _join(level, part)
+                if not os.path.exists(level):
+                    os.mkdir(level)
                     for name in ("cpuset.cpus", "cpuset.mems"):
-                        _write(level / name, _read(parent / name))
+                        _write(_join(level, name), _read(_join(parent, name)))
         else:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         return path
 
     def create(self, resources: Resources) -> None:
@@ -159,52 +164,52 @@ class CgroupV1(Cgroup):
             self._make(controller)
         r, d = resources, self.dirs
         if r.memory_limit is not None:
-            _write(d["memory"] / "memory.limit_in_bytes", str(r.memory_limit))
+            _write(_join(d["memory"], "memory.limit_in_bytes"), str(r.memory_limit))
         if r.memory_swap is not None:
-            swap_file = d["memory"] / "memory.memsw.limit_in_bytes"
-            if not swap_file.exists():
+            swap_file = _join(d["memory"], "memory.memsw.limit_in_bytes")
+            if not os.path.exists(swap_file):
                 raise ContainerError("linux.resources.memory.swap: the kernel does not account "
                                      "swap here (no memory.memsw.limit_in_bytes)")
             _write(swap_file, str(r.memory_swap))
         if r.memory_reservation is not None:
-            _write(d["memory"] / "memory.soft_limit_in_bytes", str(r.memory_reservation))
+            _write(_join(d["memory"], "memory.soft_limit_in_bytes"), str(r.memory_reservation))
         if r.cpu_shares is not None:
-            _write(d["cpu"] / "cpu.shares", str(r.cpu_shares))
+            _write(_join(d["cpu"], "cpu.shares"), str(r.cpu_shares))
         if r.cpu_period is not None:
-            _write(d["cpu"] / "cpu.cfs_period_us", str(r.cpu_period))
+            _write(_join(d["cpu"], "cpu.cfs_period_us"), str(r.cpu_period))
         if r.cpu_quota is not None:
-            _write(d["cpu"] / "cpu.cfs_quota_us", str(r.cpu_quota))
+            _write(_join(d["cpu"], "cpu.cfs_quota_us"), str(r.cpu_quota))
         if r.cpuset_cpus:
-            _write(d["cpuset"] / "cpuset.cpus", r.cpuset_cpus)
+            _write(_join(d["cpuset"], "cpuset.cpus"), r.cpuset_cpus)
         if r.cpuset_mems:
-            _write(d["cpuset"] / "cpuset.mems", r.cpuset_mems)
+            _write(_join(d["cpuset"], "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
-            _write(d["pids"] / "pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit))
+            _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
         for rule in [*r.devices, *ALWAYS_ALLOWED_DEVICES]:
             major = "*" if rule.major is None else str(rule.major)
             minor = "*" if rule.minor is None else str(rule.minor)
             entry = "a" if rule.type == "a" and rule.major is None else \
                 f"{rule.type} {major}:{minor} {rule.access}"
-            _write(d["devices"] / ("devices.allow" if rule.allow else "devices.deny"), entry)
+            _write(_join(d["devices"], ("devices.allow" if rule.allow else "devices.deny")), entry)
 
     def add(self, pid: int) -> None:
         for path in self.dirs.values():
-            _write(path / "cgroup.procs", str(pid))
+            _write(_join(path, "cgroup.procs"), str(pid))
 
     def pids(self) -> list[int]:
         try:
-            return [int(p) for p in _read(self.dirs["pids"] / "cgroup.procs").split()]
+            return [int(p) for p in _read(_join(self.dirs["pids"], "cgroup.procs")).split()]
         except FileNotFoundError:
             return []
 
     def usage(self) -> Usage:
         mem = self.dirs["memory"]
         return Usage(
-            memory_current=int(_read(mem / "memory.usage_in_bytes")),
-            memory_peak=int(_read(mem / "memory.max_usage_in_bytes")),
-            cpu_ns=int(_read(self.dirs["cpuacct"] / "cpuacct.usage")),
-            pids_current=int(_read(self.dirs["pids"] / "pids.current")),
-            oom_kills=_field(_read(mem / "memory.oom_control"), "oom_kill"),
+            memory_current=int(_read(_join(mem, "memory.usage_in_bytes"))),
+            memory_peak=int(_read(_join(mem, "memory.max_usage_in_bytes"))),
+            cpu_ns=int(_read(_join(self.dirs["cpuacct"], "cpuacct.usage"))),
+            pids_current=int(_read(_join(self.dirs["pids"], "pids.current"))),
+            oom_kills=_field(_read(_join(mem, "memory.oom_control")), "oom_kill"),
         )
 
     def delete(self) -> None:
@@ -215,35 +220,35 @@ class CgroupV1(Cgroup):
 class CgroupV2(Cgroup):
     unified = True
 
-    def __init__(self, rel: str, root: Path = ROOT) -> None:
+    def __init__(self, rel: str, root: str = ROOT) -> None:
         self.rel = rel
         self.root = root
-        self.dir = root / rel
+        self.dir = _join(root, rel)
 
     def paths(self) -> list[str]:
-        return [str(self.dir)]
+        return [self.dir]
 
     def _enable_controllers(self) -> None:
         """Delegate the controllers down to the container's parent (subtree_control)."""
-        available = set(_read(self.root / "cgroup.controllers").split())
+        available = set(_read(_join(self.root, "cgroup.controllers")).split())
         wanted = [c for c in V2_CONTROLLERS if c in available]
         level = self.root
         for part in self.rel.split("/")[:-1]:
-            enabled = set(_read(level / "cgroup.subtree_control").split())
+            enabled = set(_read(_join(level, "cgroup.subtree_control")).split())
             if missing := [c for c in wanted if c not in enabled]:
-                _write(level / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
-            level = level / part
-            level.mkdir(exist_ok=True)
-        enabled = set(_read(level / "cgroup.subtree_control").split())
+                _write(_join(level, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
+            level = _join(level, part)
+            os.makedirs(level, exist_ok=True)
+        enabled = set(_read(_join(level, "cgroup.subtree_control")).split())
         if missing := [c for c in wanted if c not in enabled]:
-            _write(level / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            _write(_join(level, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
 
     def create(self, resources: Resources) -> None:
         self._enable_controllers()
-        self.dir.mkdir(exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
         r, d = resources, self.dir
         if r.memory_limit is not None:
-            _write(d / "memory.max", "max" if r.memory_limit == -1 else str(r.memory_limit))
+            _write(_join(d, "memory.max"), "max" if r.memory_limit == -1 else str(r.memory_limit))
         if r.memory_swap is not None:
             if r.memory_swap == -1:
                 swap = "max"
@@ -252,51 +257,51 @@ class CgroupV2(Cgroup):
                                      "cgroup v2")
             else:
                 swap = str(r.memory_swap - r.memory_limit)  # v2 counts swap alone
-            _write(d / "memory.swap.max", swap)
+            _write(_join(d, "memory.swap.max"), swap)
         if r.memory_reservation is not None:
-            _write(d / "memory.low", str(max(r.memory_reservation, 0)))
+            _write(_join(d, "memory.low"), str(max(r.memory_reservation, 0)))
         if r.cpu_shares is not None:
-            _write(d / "cpu.weight", str(_shares_to_weight(r.cpu_shares)))
+            _write(_join(d, "cpu.weight"), str(_shares_to_weight(r.cpu_shares)))
         if r.cpu_quota is not None or r.cpu_period is not None:
             quota = "max" if r.cpu_quota in (None, -1) else str(r.cpu_quota)
-            _write(d / "cpu.max", f"{quota} {r.cpu_period or 100000}")
+            _write(_join(d, "cpu.max"), f"{quota} {r.cpu_period or 100000}")
         if r.cpuset_cpus:
-            _write(d / "cpuset.cpus", r.cpuset_cpus)
+            _write(_join(d, "cpuset.cpus"), r.cpuset_cpus)
         if r.cpuset_mems:
-            _write(d / "cpuset.mems", r.cpuset_mems)
+            _write(_join(d, "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
-            _write(d / "pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit))
+            _write(_join(d, "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
         # Device rules need an eBPF program on v2; /dev holds only the default nodes and
         # the spec's devices, and config.py refuses CAP_MKNOD with deny rules on v2.
 
     def add(self, pid: int) -> None:
-        _write(self.dir / "cgroup.procs", str(pid))
+        _write(_join(self.dir, "cgroup.procs"), str(pid))
 
     def pids(self) -> list[int]:
         try:
-            return [int(p) for p in _read(self.dir / "cgroup.procs").split()]
+            return [int(p) for p in _read(_join(self.dir, "cgroup.procs")).split()]
         except FileNotFoundError:
             return []
 
     def usage(self) -> Usage:
-        cpu = dict(line.split() for line in _read(self.dir / "cpu.stat").splitlines())
-        peak = self.dir / "memory.peak"
+        cpu = dict(line.split() for line in _read(_join(self.dir, "cpu.stat")).splitlines())
+        peak = _join(self.dir, "memory.peak")
         return Usage(
-            memory_current=int(_read(self.dir / "memory.current")),
-            memory_peak=int(_read(peak)) if peak.exists() else None,
+            memory_current=int(_read(_join(self.dir, "memory.current"))),
+            memory_peak=int(_read(peak)) if os.path.exists(peak) else None,
             cpu_ns=int(cpu["usage_usec"]) * 1000,
-            pids_current=int(_read(self.dir / "pids.current")),
-            oom_kills=_field(_read(self.dir / "memory.events"), "oom_kill"),
+            pids_current=int(_read(_join(self.dir, "pids.current"))),
+            oom_kills=_field(_read(_join(self.dir, "memory.events")), "oom_kill"),
         )
 
     def delete(self) -> None:
         _rmdir_waiting(self.dir)
 
 
-def at(rel: str, root: Path = ROOT) -> Cgroup:
+def at(rel: str, root: str = ROOT) -> Cgroup:
     """The cgroup *rel* (relative to each hierarchy's root) in this host's layout."""
     return CgroupV2(rel, root) if is_unified(root) else CgroupV1(rel, root)
 
 
-def for_container(cgroups_path: str | None, container_id: str, root: Path = ROOT) -> Cgroup:
+def for_container(cgroups_path: str | None, container_id: str, root: str = ROOT) -> Cgroup:
     return at(relative_path(cgroups_path, container_id), root)

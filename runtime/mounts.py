@@ -209,8 +209,19 @@ def readonly_root(linux: Linux) -> None:
     linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | _kept_flags("/"))
 
 
+_HIERARCHIES: list[str] | None = None
+
+
 def host_cgroup_hierarchies() -> list[str]:
-    """Names of the v1 hierarchies mounted under /sys/fs/cgroup (e.g. 'cpu', 'memory')."""
+    """Names of the v1 hierarchies mounted under /sys/fs/cgroup (e.g. 'cpu', 'memory');
+    read once per process (hosts do not remount them between containers)."""
+    global _HIERARCHIES
+    if _HIERARCHIES is None:
+        _HIERARCHIES = _read_hierarchies()
+    return list(_HIERARCHIES)
+
+
+def _read_hierarchies() -> list[str]:
     names = []
     root = Path("/sys/fs/cgroup")
     with open("/proc/self/mountinfo") as handle:

@@ -113,12 +113,18 @@ def _write_id_maps(pid: int, spec: Spec, linux: Linux) -> None:
 
 
 def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux) -> int:
-    """Fork A (→ B); return B's host PID once B is ready (blocked on the exec fifo)."""
+    """Start B; return its host PID once it is ready (blocked on the exec fifo).
+
+    Without a user namespace or namespaces to join, the creator forks B itself: it
+    unshares the PID namespace for its next child only and restores it at once, saving a
+    fork. Otherwise A does the namespace work and forks B.
+    """
     spec = plan.spec
     sync = _SyncPipe()
     go_read, go_write = os.pipe()
     new_user = "user" in spec.namespaces and spec.namespaces["user"] is None
-    pid_a = os.fork()
+    direct = not new_user and all(path is None for path in spec.namespaces.values())
+    pid_a = _fork_direct(plan, join_cgroup, sync, go_read, linux) if direct else os.fork()
     if pid_a == 0:
         os.close(sync.read_fd)
         os.close(go_write)
@@ -127,6 +133,9 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
     os.close(sync.write_fd)
     os.close(go_read)
     pid_b = None
+    direct_pid = pid_a if direct else None
+    if direct:
+        pid_a = None
     deadline = time.monotonic() + SETUP_TIMEOUT
     try:
         while True:
@@ -137,8 +146,8 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
             if kind == "userns":
                 _write_id_maps(pid_a, spec, linux)
                 os.write(go_write, b"g")
-            elif kind == "pid":
-                pid_b = int(rest)
+            elif kind == "pid":  # B's namespaces exist now (direct B cannot know its PID)
+                pid_b = direct_pid if rest == "-" else int(rest)
                 if plan.on_init_pid is not None:
                     plan.on_init_pid(pid_b)
                     os.write(go_write, b"n")
@@ -147,13 +156,47 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
             elif kind == "ready":
                 return pid_b if pid_b is not None else _fail("init never said its pid")
     except BaseException:
-        if pid_b is not None:
-            _kill_and_reap(pid_b)
+        if pid_b is not None or direct_pid is not None:
+            _kill_and_reap(pid_b if pid_b is not None else direct_pid)
         raise
     finally:
         os.close(sync.read_fd)
         os.close(go_write)
-        _reap(pid_a)
+        if pid_a is not None:
+            _reap(pid_a)
+
+
+def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _SyncPipe,
+                 go_read: int, linux: Linux) -> int:
+    """Fork B straight into a new PID namespace; returns B's host PID in the creator."""
+    new_pid = "pid" in plan.spec.namespaces
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid else -1
+    try:
+        if new_pid:
+            linux.unshare(NAMESPACE_FLAGS["pid"])  # only this thread's next children
+        pid = os.fork()
+        if pid == 0:
+            os.close(sync.read_fd)
+            plan.go_fd = go_read
+            try:
+                join_cgroup(0)  # 0: this process; its own PID means nothing here
+                flags = 0
+                for kind in plan.spec.namespaces:
+                    if kind not in ("pid", "user"):
+                        flags |= NAMESPACE_FLAGS[kind]
+                linux.unshare(flags)  # after the cgroup join: cgroupns roots there
+                sync.send("pid -")
+            except BaseException as exc:
+                try:
+                    sync.send(f"error {_describe(exc)}")
+                finally:
+                    os._exit(1)
+            run_init(plan, sync, linux)
+        return pid
+    finally:
+        if new_pid:
+            linux.setns(own, NAMESPACE_FLAGS["pid"])
+            os.close(own)
 
 
 def _fail(message: str) -> int:
