@@ -56,9 +56,9 @@ class Runtime:
         image = image or (Path(spec.annotations[IMAGE_ANNOTATION])
                           if IMAGE_ANNOTATION in spec.annotations else None)
         state_dir = self.store.dir(container_id)
-        self.store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         try:
-            state_dir.mkdir(mode=0o700)
+            state_dir.mkdir(mode=0o711)  # runc's modes: a user-namespaced init must reach the fifo
         except FileExistsError as exc:
             raise ContainerError(f"container {container_id} already exists") from exc
         data_dir = self.data / "containers" / container_id
@@ -70,6 +70,9 @@ class Runtime:
             _check_device_policy(spec, cgroup)
             cgroup.create(spec.resources)
             os.mkfifo(state_dir / FIFO, 0o600)
+            if spec.uid_mappings:  # owned by the container's root, as runc does
+                os.chown(state_dir / FIFO, _host_id(spec.uid_mappings, 0),
+                         _host_id(spec.gid_mappings, 0))
             (state_dir / "config.json").write_text(json.dumps(spec.raw))
             plan = InitPlan(
                 spec=spec, rootfs=rootfs, overlay=overlay, fifo=str(state_dir / FIFO),
@@ -257,6 +260,13 @@ class Runtime:
         if self.store.status(state) != "running":
             raise ContainerError(f"container {container_id} is not running")
         return exec_in(state, self.spec(container_id), args, self.linux, **kw)
+
+
+def _host_id(mappings: list, container_id: int) -> int:
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.size:
+            return m.host_id + container_id - m.container_id
+    raise ContainerError(f"config.json: id {container_id} is not mapped in the user namespace")
 
 
 def _resolve_username(spec: Spec, rootfs: Path) -> None:

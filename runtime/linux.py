@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -51,6 +50,7 @@ SYS_PIVOT_ROOT = 155  # x86_64
 SYS_CAPSET = 126
 SYS_SETGROUPS = 116
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
 
 
 def _named(call: str, fn, *args) -> None:
@@ -93,7 +93,22 @@ class Linux:
         _named(f"chdir {path}", os.chdir, path)
 
     def sethostname(self, name: str) -> None:
-        _named("sethostname", socket.sethostname, name)
+        encoded = name.encode()
+        _check(_libc.sethostname(encoded, len(encoded)), "sethostname")
+
+    def link_up(self, name: str) -> None:
+        """Set IFF_UP on interface *name* of this network namespace (two ioctls)."""
+        fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+        _check(fd, "socket")
+        try:
+            request = ctypes.create_string_buffer(struct.pack("16sH14x", name.encode(), 0))
+            _check(_libc.ioctl(fd, SIOCGIFFLAGS, request), f"SIOCGIFFLAGS {name}")
+            flags = struct.unpack_from("16sH", request.raw)[1]
+            request = ctypes.create_string_buffer(struct.pack("16sH14x", name.encode(),
+                                                              flags | IFF_UP))
+            _check(_libc.ioctl(fd, SIOCSIFFLAGS, request), f"SIOCSIFFLAGS {name}")
+        finally:
+            os.close(fd)
 
     def mknod(self, path: str, mode: int, device: int) -> None:
         _named(f"mknod {path}", os.mknod, path, mode, device)

@@ -147,8 +147,13 @@ def make_devices(linux: Linux, rootfs: str, devices: list[Device]) -> None:
         target = resolve_in_root(rootfs, path)
         if os.path.lexists(target):
             os.unlink(target)
-        linux.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(target, 0o666)
+        try:
+            linux.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.chmod(target, 0o666)
+        except PermissionError:  # in a user namespace: bind the host's node (as runc does)
+            with open(target, "w"):
+                pass
+            linux.mount(path, target, None, MS_BIND)
     for device in devices:
         target = resolve_in_root(rootfs, device.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)

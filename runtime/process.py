@@ -15,12 +15,10 @@ import contextlib
 import errno
 import os
 import select
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from runtime import mounts
 from runtime.capabilities import NUMBER as CAP_NUMBER
@@ -244,6 +242,10 @@ def _run_intermediate(plan: InitPlan, join_cgroup: Callable[[int], None], sync: 
             sync.send("userns")
             if os.read(go_read, 1) != b"g":
                 raise ContainerError("the creator did not write the user namespace maps")
+            # become the namespace's root (a mapped id): files can be made from here on
+            linux.setgroups([])
+            linux.setresgid(0)
+            linux.setresuid(0)
         flags = 0
         for kind, path in spec.namespaces.items():
             if path is None and kind != "user":
@@ -264,9 +266,12 @@ def _run_intermediate(plan: InitPlan, join_cgroup: Callable[[int], None], sync: 
 
 def _describe(exc: BaseException) -> str:
     if os.environ.get("VMVC_RUNTIME_DEBUG"):
-        import traceback
+        try:
+            import traceback
 
-        traceback.print_exception(exc)
+            traceback.print_exception(exc)
+        except ImportError:  # in a user namespace the stdlib may be out of reach
+            pass
     if isinstance(exc, OSError):
         message = exc.strerror or str(exc)
         return f"{message}: {exc.filename}" if exc.filename else message
@@ -328,9 +333,9 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
         if os.read(plan.go_fd, 1) != b"n":
             raise ContainerError("network: the creator did not plug the container in")
         plan.network_setup()
-        bring_up_loopback()
+        linux.link_up("lo")
     elif "network" in spec.namespaces and spec.namespaces["network"] is None:
-        bring_up_loopback()
+        linux.link_up("lo")  # runc does the same
     mounts.mount_all(linux, plan.rootfs, spec.mounts, _cgroup_mounter(plan, linux))
     mounts.make_devices(linux, plan.rootfs, spec.devices)
     fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC) if plan.fifo else None
@@ -354,18 +359,6 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     if spec.no_new_privileges:
         linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
     return fifo_fd
-
-
-def bring_up_loopback() -> None:
-    """``lo`` up in a new network namespace (runc does the same), by one ioctl."""
-    import fcntl
-    import socket
-    import struct
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, request))[1]  # SIOCGIFFLAGS
-        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS
 
 
 def wait_for_start(fifo_fd: int) -> None:
@@ -431,6 +424,3 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
         os._exit(code)
     return None
 
-
-def remove_data_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

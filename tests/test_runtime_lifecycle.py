@@ -140,3 +140,21 @@ def test_bad_bundle_is_one_line_and_leaves_nothing(case: str, oci: OciRuntime,
     proc = oci("run", "--bundle", str(bundle), cid)
     one_line_error(proc, words)
     assert _left_behind(tmp_path, cid) == []
+
+
+@pytest.mark.skipif(not BUILTIN, reason="vmvc-runtime's own spec")
+def test_spec_writes_the_default_config(oci: OciRuntime, tmp_path: Path) -> None:
+    from runtime.config import parse_config
+
+    assert oci("spec", "--bundle", str(tmp_path)).returncode == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    spec = parse_config(config)
+    assert spec.no_new_privileges and spec.root_readonly
+    assert spec.capabilities["bounding"] == ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    seccomp = config["linux"]["seccomp"]
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
+    allowed = {name for rule in seccomp["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
+               for name in rule["names"]}
+    assert {"read", "write", "execve", "clone"} <= allowed
+    assert "mount" not in allowed and "kexec_load" not in allowed  # CAP_SYS_ADMIN/BOOT rules out
+    one_line_error(oci("spec", "--bundle", str(tmp_path)), "already exists")
