@@ -1,210 +1,244 @@
 """vmvc-runtime: the built-in container runtime, with runc's command line.
 
-  vmvc-runtime [--root DIR] spec | create [--bundle B] [--pid-file F] ID | start ID |
-               run [--bundle B] [-d] ID | state ID | kill ID [SIGNAL] |
-               delete [--force] ID | list | exec ID CMD...
+usage: vmvc-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND
 
-Kept import-light (no pandas, matplotlib, libvirt, pyperf): its start-up time is measured.
+  spec [-b BUNDLE]                          write a default config.json
+  create [-b BUNDLE] [--pid-file F] ID      create a container (its process waits for start)
+  start ID                                  start a created container
+  run [-b BUNDLE] [--pid-file F] [-d] [--keep] ID
+                                            create + start (+ wait + delete unless -d)
+  state ID                                  print the OCI state JSON
+  kill ID [SIGNAL]                          signal the container's process (default SIGTERM)
+  delete [-f|--force] ID                    delete a container (--force kills it first)
+  list [-q] [-f table|json]                 list containers
+  exec [-e K=V] [--cwd DIR] [-u UID[:GID]] [-d] [--pid-file F] ID CMD...
+                                            run a process in a running container
+
+The command line is parsed by hand and nothing heavy is imported (no argparse, pathlib,
+pandas, matplotlib, libvirt, pyperf): the runtime's start-up time is measured.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
-from pathlib import Path
 
 from runtime.errors import ContainerError
+from runtime.light import suppress
 from runtime.trace import mark
 
 DEFAULT_ROOT = "/run/vmvc-runtime"
+VERBS = ("spec", "create", "start", "run", "state", "kill", "delete", "list", "exec")
+UNSUPPORTED = ("--systemd-cgroup", "--rootless", "--console-socket", "--no-pivot", "--tty",
+               "-t", "--preserve-fds")
+SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15,
+           "CONT": 18, "STOP": 19}
+# flags that take a value, per verb ("" = global); the others are switches
+VALUED = {"": {"--root", "--log", "--log-format"},
+          "spec": {"-b", "--bundle"},
+          "create": {"-b", "--bundle", "--pid-file"},
+          "run": {"-b", "--bundle", "--pid-file"},
+          "list": {"-f", "--format"},
+          "exec": {"-e", "--env", "--cwd", "-u", "--user", "--pid-file"}}
+SWITCHES = {"": {"--debug"}, "run": {"-d", "--detach", "--keep"}, "delete": {"-f", "--force"},
+            "list": {"-q", "--quiet"}, "kill": {"-a", "--all"}, "exec": {"-d", "--detach"},
+            "create": {"--no-new-keyring"}}
 
 
-def _signal_number(text: str) -> int:
+class Args:
+    """What the command line said: verb, options (long names), positionals."""
+
+    def __init__(self) -> None:
+        self.verb = ""
+        self.options: dict[str, list[str]] = {}
+        self.positional: list[str] = []
+
+    def get(self, *names: str, default: str | None = None) -> str | None:
+        for name in names:
+            if name in self.options:
+                return self.options[name][-1]
+        return default
+
+    def all(self, *names: str) -> list[str]:
+        return [v for name in names for v in self.options.get(name, [])]
+
+    def has(self, *names: str) -> bool:
+        return any(name in self.options for name in names)
+
+
+def parse(argv: list[str]) -> Args:
+    args = Args()
+    scope = ""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if (scope == "exec" and args.positional and not word.startswith("-")) or word == "--":
+            rest = argv[i:] if word == "--" else argv[i - 1:]
+            args.positional += rest
+            break
+        if word.startswith("-") and len(word) > 1:
+            name, eq, value = word.partition("=")
+            if name in UNSUPPORTED:
+                raise ContainerError(f"{name} is not supported by vmvc-runtime")
+            if name in VALUED.get(scope, ()) or (scope and name in VALUED[""]):
+                if not eq:
+                    if i >= len(argv):
+                        raise ContainerError(f"{name} needs a value")
+                    value = argv[i]
+                    i += 1
+                args.options.setdefault(name, []).append(value)
+            elif name in SWITCHES.get(scope, ()) or name in SWITCHES[""]:
+                args.options.setdefault(name, []).append("")
+            else:
+                raise ContainerError(f"unknown option {name}" + (f" for {scope}" if scope else ""))
+        elif not scope:
+            if word not in VERBS:
+                raise ContainerError(f"unknown command {word!r} (one of: {', '.join(VERBS)})")
+            scope = args.verb = word
+        else:
+            args.positional.append(word)
+    return args
+
+
+def signal_number(text: str) -> int:
     if text.isdigit():
         return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
+    name = text.upper().removeprefix("SIG")
+    if name in SIGNALS:
+        return SIGNALS[name]
+    import signal
+
     try:
-        return int(getattr(signal.Signals, name))
+        return int(getattr(signal.Signals, f"SIG{name}"))
     except AttributeError as exc:
         raise ContainerError(f"unknown signal {text!r}") from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmvc-runtime", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=DEFAULT_ROOT,
-                        help="directory for container state (default: %(default)s)")
-    parser.add_argument("--log", help="also append errors to this file (runc compatible)")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--debug", action="store_true", help="tracebacks for failures")
-    parser.add_argument("--systemd-cgroup", action="store_true",
-                        help="not supported (refused)")
-    parser.add_argument("--version", action="version", version="vmvc-runtime 0.1.0")
-    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
-
-    spec = verbs.add_parser("spec", help="write a default config.json")
-    spec.add_argument("-b", "--bundle", default=".")
-    spec.add_argument("--rootless", action="store_true", help="not supported (refused)")
-
-    for name in ("create", "run"):
-        verb = verbs.add_parser(name, help=f"{name} a container from an OCI bundle")
-        verb.add_argument("id")
-        verb.add_argument("-b", "--bundle", default=".")
-        verb.add_argument("--pid-file")
-        verb.add_argument("--console-socket", help="not supported (refused)")
-        verb.add_argument("--no-pivot", action="store_true", help="not supported (refused)")
-        verb.add_argument("--no-new-keyring", action="store_true")
-        verb.add_argument("--preserve-fds", type=int, default=0)
-        if name == "run":
-            verb.add_argument("-d", "--detach", action="store_true")
-            verb.add_argument("--keep", action="store_true")
-
-    for name, text in (("start", "start a created container"), ("state", "print OCI state")):
-        verbs.add_parser(name, help=text).add_argument("id")
-    kill = verbs.add_parser("kill", help="send a signal to the container's process")
-    kill.add_argument("id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM")
-    kill.add_argument("-a", "--all", action="store_true")
-    delete = verbs.add_parser("delete", help="delete a container")
-    delete.add_argument("id")
-    delete.add_argument("-f", "--force", action="store_true")
-    listing = verbs.add_parser("list", help="list containers")
-    listing.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    listing.add_argument("-q", "--quiet", action="store_true")
-    execute = verbs.add_parser("exec", help="run a process in a running container")
-    execute.add_argument("id")
-    execute.add_argument("command", nargs=argparse.REMAINDER)
-    execute.add_argument("-e", "--env", action="append", default=[])
-    execute.add_argument("--cwd")
-    execute.add_argument("-u", "--user")
-    execute.add_argument("-d", "--detach", action="store_true")
-    execute.add_argument("-t", "--tty", action="store_true", help="not supported (refused)")
-    execute.add_argument("--pid-file")
-    return parser
+def _container_id(args: Args, extra: int = 0) -> str:
+    if len(args.positional) < 1 or (not extra and len(args.positional) > 1):
+        raise ContainerError(f"{args.verb}: give one container id")
+    return args.positional[0]
 
 
-def _refuse(args: argparse.Namespace) -> None:
-    for flag, on in (("--systemd-cgroup", args.systemd_cgroup),
-                     ("--rootless", getattr(args, "rootless", False)),
-                     ("--console-socket", getattr(args, "console_socket", None)),
-                     ("--no-pivot", getattr(args, "no_pivot", False)),
-                     ("--tty", getattr(args, "tty", False))):
-        if on:
-            raise ContainerError(f"{flag} is not supported by vmvc-runtime")
-    if getattr(args, "preserve_fds", 0):
-        raise ContainerError("--preserve-fds is not supported by vmvc-runtime")
-
-
-def _runtime(args: argparse.Namespace):
-    from runtime.container import Runtime
-
-    return Runtime(root=Path(args.root))
-
-
-def run_command(args: argparse.Namespace) -> int:
-    _refuse(args)
+def run_command(args: Args) -> int:
     verb = args.verb
     if verb == "spec":
         from runtime.spec import spec_json
 
-        path = Path(args.bundle) / "config.json"
-        if path.exists():
+        path = os.path.join(args.get("-b", "--bundle", default="."), "config.json")
+        if os.path.exists(path):
             raise ContainerError(f"{path} already exists")
-        path.write_text(spec_json())
+        with open(path, "w") as handle:
+            handle.write(spec_json())
         return 0
-    rt = _runtime(args)
-    if verb == "create":
-        rt.create(args.id, Path(args.bundle), pid_file=Path(args.pid_file) if args.pid_file
-                  else None)
-        return 0
-    if verb == "run":
-        return _run(rt, args)
-    if verb == "start":
-        rt.start(args.id)
-    elif verb == "state":
-        print(json.dumps(rt.state(args.id), indent=2))
-    elif verb == "kill":
-        rt.kill(args.id, _signal_number(args.signal))
-    elif verb == "delete":
-        rt.delete(args.id, force=args.force)
-    elif verb == "list":
+    from runtime.container import Runtime
+
+    rt = Runtime(root=args.get("--root", default=DEFAULT_ROOT))
+    if verb == "list":
         _list(rt.list(), args)
-    elif verb == "exec":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if not command:
-            raise ContainerError("exec: no command given")
-        return rt.exec(args.id, command, env=args.env, cwd=args.cwd, user=args.user,
-                       detach=args.detach,
-                       pid_file=Path(args.pid_file) if args.pid_file else None)
+        return 0
+    if verb == "kill":
+        cid = _container_id(args, extra=1)
+        rt.kill(cid, signal_number(args.positional[1] if len(args.positional) > 1 else "TERM"))
+        return 0
+    if verb == "exec":
+        if len(args.positional) < 2:
+            raise ContainerError("exec: give a container id and a command")
+        pid_file = args.get("--pid-file")
+        return rt.exec(args.positional[0], args.positional[1:], env=args.all("-e", "--env"),
+                       cwd=args.get("--cwd"), user=args.get("-u", "--user"),
+                       detach=args.has("-d", "--detach"), pid_file=pid_file)
+    cid = _container_id(args)
+    if verb == "create":
+        rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"))
+    elif verb == "run":
+        return _run(rt, cid, args)
+    elif verb == "start":
+        rt.start(cid)
+    elif verb == "state":
+        print(json.dumps(rt.state(cid), indent=2))
+    elif verb == "delete":
+        rt.delete(cid, force=args.has("-f", "--force"))
     return 0
 
 
-def _run(rt, args: argparse.Namespace) -> int:
-    pid_file = Path(args.pid_file) if args.pid_file else None
-    rt.create(args.id, Path(args.bundle), pid_file=pid_file)
-    if args.detach:
+def _run(rt, cid: str, args: Args) -> int:
+    rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"))
+    if args.has("-d", "--detach"):
         try:
-            rt.start(args.id)
+            rt.start(cid)
         except BaseException:
-            rt.delete(args.id, force=True)
+            rt.delete(cid, force=True)
             raise
         return 0
-    state = rt.store.load(args.id)
+    import _signal  # the C module: `signal` would import enum (start-up time)
+
+    pid = rt.store.load(cid).pid
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, signum)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, forward)
+    for signum in (SIGNALS["INT"], SIGNALS["TERM"], SIGNALS["HUP"], SIGNALS["QUIT"]):
+        _signal.signal(signum, forward)
     try:
-        rt.start(args.id)
-        code = rt.wait(args.id)
-        if code == 128 + signal.SIGKILL and rt.oom_killed(args.id):
-            print(f"vmvc-runtime: container {args.id}: killed by the OOM killer (memory limit "
+        rt.start(cid)
+        code = rt.wait(cid)
+        if code == 128 + SIGNALS["KILL"] and rt.oom_killed(cid):
+            print(f"vmvc-runtime: container {cid}: killed by the OOM killer (memory limit "
                   "reached)", file=sys.stderr)
         return code
     finally:
-        if not args.keep:
-            rt.delete(args.id, force=True)
+        if not args.has("--keep"):
+            rt.delete(cid, force=True)
 
 
-def _list(states: list[dict], args: argparse.Namespace) -> None:
-    if args.quiet:
+def _list(states: list[dict], args: Args) -> None:
+    if args.has("-q", "--quiet"):
         for state in states:
             print(state["id"])
-    elif args.format == "json":
+    elif args.get("-f", "--format", default="table") == "json":
         print(json.dumps(states))
     else:
-        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
+        print(f"{'ID':<24} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for s in states:
-            print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']}")
+            print(f"{s['id']:<24} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} "
+                  f"{s['created']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    mark('cli main')
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.verb is None:
-        parser.print_usage(sys.stderr)
-        print("vmvc-runtime: no command given", file=sys.stderr)
-        return 2
+    mark("cli main")
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0] if argv else __doc__,
+              file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            print("vmvc-runtime: no command given", file=sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print("vmvc-runtime 0.1.0")
+        return 0
+    debug = "--debug" in argv
+    args = None
     try:
+        args = parse(argv)
+        if not args.verb:
+            raise ContainerError("no command given")
         return run_command(args)
     except (ContainerError, OSError) as exc:
-        if args.debug:
+        if debug:
             raise
         message = str(exc) if isinstance(exc, ContainerError) else \
             f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
         print(f"vmvc-runtime: {message}", file=sys.stderr)
-        if args.log:
-            with open(args.log, "a") as log:
-                log.write(json.dumps({"level": "error", "msg": message}) + "\n"
-                          if args.log_format == "json" else f"error: {message}\n")
+        log = args.get("--log") if args else None
+        if log:
+            with open(log, "a") as handle:
+                as_json = args.get("--log-format") == "json"
+                handle.write(json.dumps({"level": "error", "msg": message}) + "\n" if as_json
+                             else f"error: {message}\n")
         return 1
 
 

@@ -5,10 +5,9 @@ setting is never silently ignored)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
-from pathlib import Path
-from typing import Any
 
 from runtime.capabilities import NUMBER as CAP_NUMBER
 from runtime.capabilities import SETS as CAP_SETS
@@ -98,7 +97,7 @@ class Spec(Record):
 class _Reader:
     """Typed access to one JSON object, with errors that name the field's full path."""
 
-    def __init__(self, value: Any, path: str) -> None:
+    def __init__(self, value: object, path: str) -> None:
         if not isinstance(value, dict):
             raise ContainerError(f"config.json: {path or 'top level'} must be an object")
         self.value = value
@@ -115,8 +114,8 @@ class _Reader:
                 continue
             raise ContainerError(f"config.json: {self.name(key)} is not supported by vmvc-runtime")
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: object = None,
+            required: bool = False) -> object:
         if key not in self.value or self.value[key] is None:
             if required:
                 raise ContainerError(f"config.json: {self.name(key)} is required")
@@ -158,7 +157,7 @@ def _absolute(path: str, where: str) -> str:
     return path
 
 
-def _process(cfg: _Reader) -> dict[str, Any]:
+def _process(cfg: _Reader) -> dict[str, object]:
     proc = cfg.sub("process")
     if "process" not in cfg.value:
         raise ContainerError("config.json: process is required")
@@ -385,11 +384,12 @@ def _check_seccomp(sec: _Reader) -> None:
                 raise ContainerError(f"config.json: {a.name('op')}: unknown {a.value['op']!r}")
 
 
-def load_bundle(bundle: Path) -> Spec:
+def load_bundle(bundle: str | os.PathLike[str]) -> Spec:
     """Read and check ``<bundle>/config.json``."""
-    path = bundle / "config.json"
+    path = os.path.join(bundle, "config.json")
     try:
-        raw = json.loads(path.read_text())
+        with open(path) as handle:
+            raw = json.load(handle)
     except FileNotFoundError as exc:
         raise ContainerError(f"{path}: no such file (is {bundle} an OCI bundle?)") from exc
     except ValueError as exc:

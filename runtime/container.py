@@ -5,44 +5,42 @@ the suite calls it directly (no process spawned per container beyond the contain
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 from runtime import cgroups, mounts
 from runtime.config import Spec, load_bundle, parse_config
 from runtime.errors import ContainerError
+from runtime.light import suppress
 from runtime.linux import Linux
 from runtime.process import InitPlan, become_subreaper, spawn_init
 from runtime.state import FIFO, State, StateStore, check_id, kill_if_alive, process_start_time
 from runtime.trace import mark
 
-DEFAULT_ROOT = Path("/run/vmvc-runtime")
-DEFAULT_DATA = Path(os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime"))
+DEFAULT_ROOT = "/run/vmvc-runtime"
+DEFAULT_DATA = os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime")
 NETWORK_ANNOTATION = "org.vmvc.network"
 IMAGE_ANNOTATION = "org.vmvc.image.layout"
 """config.json annotation: an OCI image layout whose layers become the overlayfs root."""
 START_TIMEOUT = 10.0
+PathLike = str | os.PathLike
 _subreaper = False
 
 
 class Runtime:
-    def __init__(self, root: Path = DEFAULT_ROOT, data: Path = DEFAULT_DATA,
+    def __init__(self, root: PathLike = DEFAULT_ROOT, data: PathLike = DEFAULT_DATA,
                  linux: Linux | None = None) -> None:
         self.store = StateStore(root)
-        self.data = data
+        self.data = os.fspath(data)
         self.linux = linux or Linux()
 
     # -- create ---------------------------------------------------------------------------
-    def create(self, container_id: str, bundle: Path, config: dict | None = None, *,
-               image: Path | None = None, stdio: tuple[int, int, int] | None = None,
-               pid_file: Path | None = None, network: str | None = None) -> State:
+    def create(self, container_id: str, bundle: PathLike, config: dict | None = None, *,
+               image: PathLike | None = None, stdio: tuple[int, int, int] | None = None,
+               pid_file: PathLike | None = None, network: str | None = None) -> State:
         """Create the container, its init blocked before exec until :meth:`start`.
 
         *network* is ``none`` (loopback only, the default) or ``bridge``; the config's
@@ -51,17 +49,16 @@ class Runtime:
         global _subreaper
         mark("create")
         check_id(container_id)
-        bundle = bundle.resolve()
+        bundle = os.path.realpath(bundle)
         spec = parse_config(config) if config is not None else load_bundle(bundle)
-        image = image or (Path(spec.annotations[IMAGE_ANNOTATION])
-                          if IMAGE_ANNOTATION in spec.annotations else None)
+        image = image or spec.annotations.get(IMAGE_ANNOTATION)
         state_dir = self.store.dir(container_id)
-        self.store.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.makedirs(self.store.root, mode=0o711, exist_ok=True)
         try:
-            state_dir.mkdir(mode=0o711)  # runc's modes: a user-namespaced init must reach the fifo
+            os.mkdir(state_dir, 0o711)  # runc's modes: a user-namespaced init must reach the fifo
         except FileExistsError as exc:
             raise ContainerError(f"container {container_id} already exists") from exc
-        data_dir = self.data / "containers" / container_id
+        data_dir = os.path.join(self.data, "containers", container_id)
         cgroup = None
         mode = network or spec.annotations.get(NETWORK_ANNOTATION, "none")
         try:
@@ -69,13 +66,14 @@ class Runtime:
             cgroup = cgroups.for_container(spec.cgroups_path, container_id)
             _check_device_policy(spec, cgroup)
             cgroup.create(spec.resources)
-            os.mkfifo(state_dir / FIFO, 0o600)
+            fifo = os.path.join(state_dir, FIFO)
+            os.mkfifo(fifo, 0o600)
             if spec.uid_mappings:  # owned by the container's root, as runc does
-                os.chown(state_dir / FIFO, _host_id(spec.uid_mappings, 0),
-                         _host_id(spec.gid_mappings, 0))
-            (state_dir / "config.json").write_text(json.dumps(spec.raw))
+                os.chown(fifo, _host_id(spec.uid_mappings, 0), _host_id(spec.gid_mappings, 0))
+            with open(os.path.join(state_dir, "config.json"), "w") as handle:
+                json.dump(spec.raw, handle)
             plan = InitPlan(
-                spec=spec, rootfs=rootfs, overlay=overlay, fifo=str(state_dir / FIFO),
+                spec=spec, rootfs=rootfs, overlay=overlay, fifo=fifo,
                 cgroup_v1_hierarchies=None if cgroup.unified else mounts.host_cgroup_hierarchies(),
                 seccomp_bpf=self._seccomp(spec), stdio=stdio,
             )
@@ -91,37 +89,41 @@ class Runtime:
                 self._unplug(container_id)
             if cgroup is not None:
                 _remove_cgroup(cgroup)
-            shutil.rmtree(data_dir, ignore_errors=True)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            _rmtree(data_dir)
+            _rmtree(state_dir)
             raise
         state = State(
             id=container_id, pid=pid, start_time=process_start_time(pid) or 0,
-            bundle=str(bundle), rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
-            data_dir=str(data_dir), annotations=spec.annotations,
+            bundle=bundle, rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
+            data_dir=data_dir, annotations=spec.annotations,
             network={"mode": mode, **({"address": address} if address else {})},
         )
         self.store.save(state)
         if pid_file is not None:
-            pid_file.write_text(f"{pid}")
+            with open(pid_file, "w") as handle:
+                handle.write(f"{pid}")
         return state
 
-    def _prepare_root(self, spec: Spec, bundle: Path, image: Path | None,
-                      data_dir: Path) -> tuple[str, str | None]:
+    def _prepare_root(self, spec: Spec, bundle: str, image: PathLike | None,
+                      data_dir: str) -> tuple[str, str | None]:
         if image is None:
-            rootfs = (bundle / spec.root_path).resolve()
-            if not rootfs.is_dir():
+            rootfs = os.path.realpath(os.path.join(bundle, spec.root_path))
+            if not os.path.isdir(rootfs):
                 raise ContainerError(f"config.json: root.path {rootfs} is not a directory")
             _resolve_username(spec, rootfs)
-            return str(rootfs), None
+            return rootfs, None
+        from pathlib import Path
+
         from runtime.oci_image import read_manifest, unpack_layers
 
-        lowers = unpack_layers(read_manifest(image), self.data / "layers")
+        lowers = unpack_layers(read_manifest(Path(image)), Path(self.data, "layers"))
         for name in ("upper", "work", "rootfs"):
-            (data_dir / name).mkdir(parents=True, exist_ok=True)
-        _resolve_username(spec, lowers[0])  # vmvc images have one layer
+            os.makedirs(os.path.join(data_dir, name), exist_ok=True)
+        _resolve_username(spec, str(lowers[0]))  # vmvc images have one layer
         lowerdir = ":".join(str(p) for p in lowers)
-        overlay = f"lowerdir={lowerdir},upperdir={data_dir / 'upper'},workdir={data_dir / 'work'}"
-        return str(data_dir / "rootfs"), overlay
+        upper, work = os.path.join(data_dir, "upper"), os.path.join(data_dir, "work")
+        overlay = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
+        return os.path.join(data_dir, "rootfs"), overlay
 
     def _plan_network(self, mode: str, spec: Spec, container_id: str,
                       plan: InitPlan) -> str | None:
@@ -137,9 +139,9 @@ class Runtime:
 
         network.ensure_bridge()
         with network.AddressLock(str(self.store.root)):
-            in_use = {p.read_text() for p in self.store.root.glob("*/address")}
-            address = network.allocate_address(in_use)
-            (self.store.dir(container_id) / "address").write_text(address)
+            address = network.allocate_address(set(self._addresses().values()))
+            with open(os.path.join(self.store.dir(container_id), "address"), "w") as handle:
+                handle.write(address)
         plan.on_init_pid = lambda pid: network.plug(container_id, pid)
         plan.network_setup = lambda: network.configure_inside(address)
         return address
@@ -148,15 +150,25 @@ class Runtime:
         from runtime import network
 
         network.unplug(container_id)
-        (self.store.dir(container_id) / "address").unlink(missing_ok=True)
-        network.remove_bridge_if_unused(len(list(self.store.root.glob("*/address"))))
+        with suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.store.dir(container_id), "address"))
+        network.remove_bridge_if_unused(len(self._addresses()))
+
+    def _addresses(self) -> dict[str, str]:
+        """Container id → bridge address reserved, from the state dirs."""
+        found = {}
+        for name in os.listdir(self.store.root) if os.path.isdir(self.store.root) else []:
+            with suppress(OSError), open(
+                    os.path.join(self.store.root, name, "address")) as handle:
+                found[name] = handle.read()
+        return found
 
     def _seccomp(self, spec: Spec) -> bytes | None:
         if spec.seccomp is None:
             return None
         from runtime.seccomp import cached_bpf
 
-        return cached_bpf(spec.seccomp, self.data / "seccomp")
+        return cached_bpf(spec.seccomp, os.path.join(self.data, "seccomp"))
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, container_id: str) -> None:
@@ -166,7 +178,7 @@ class Runtime:
         if status != "created":
             raise ContainerError(f"container {container_id} is {status}, not created: "
                                  "cannot start it")
-        fifo = self.store.dir(container_id) / FIFO
+        fifo = os.path.join(self.store.dir(container_id), FIFO)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + START_TIMEOUT
@@ -181,7 +193,8 @@ class Runtime:
                                          "start signal")
         finally:
             os.close(fd)
-            fifo.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                os.unlink(fifo)
 
     def wait(self, container_id: str) -> int:
         """Wait for the container's process to exit; its exit status (128+N if killed)."""
@@ -215,8 +228,8 @@ class Runtime:
         _remove_cgroup(cgroup)
         if state.network.get("mode") == "bridge":
             self._unplug(container_id)
-        shutil.rmtree(state.data_dir, ignore_errors=True)
-        shutil.rmtree(self.store.dir(container_id), ignore_errors=True)
+        _rmtree(state.data_dir)
+        _rmtree(self.store.dir(container_id))
 
     def state(self, container_id: str) -> dict:
         return self.store.oci_state(self.store.load(container_id))
@@ -241,10 +254,11 @@ class Runtime:
             return False
 
     def spec(self, container_id: str) -> Spec:
-        path = self.store.dir(container_id) / "config.json"
-        return parse_config(json.loads(path.read_text()))
+        with open(os.path.join(self.store.dir(container_id), "config.json")) as handle:
+            return parse_config(json.load(handle))
 
-    def run(self, container_id: str, bundle: Path, config: dict | None = None, **kw) -> int:
+    def run(self, container_id: str, bundle: PathLike, config: dict | None = None,
+            **kw) -> int:
         """create + start + wait + delete: the container's exit status."""
         self.create(container_id, bundle, config, **kw)
         try:
@@ -259,7 +273,8 @@ class Runtime:
         state = self.store.load(container_id)
         if self.store.status(state) != "running":
             raise ContainerError(f"container {container_id} is not running")
-        return exec_in(state, self.spec(container_id), args, self.linux, **kw)
+        return exec_in(state, self.spec(container_id), args, self.linux,
+                       seccomp_cache=os.path.join(self.data, "seccomp"), **kw)
 
 
 def _host_id(mappings: list, container_id: int) -> int:
@@ -269,13 +284,13 @@ def _host_id(mappings: list, container_id: int) -> int:
     raise ContainerError(f"config.json: id {container_id} is not mapped in the user namespace")
 
 
-def _resolve_username(spec: Spec, rootfs: Path) -> None:
+def _resolve_username(spec: Spec, rootfs: str) -> None:
     """process.user.username → uid and gid from the container's own /etc/passwd."""
     if not spec.username:
         return
     from runtime.mounts import resolve_in_root
 
-    passwd = resolve_in_root(str(rootfs), "/etc/passwd")
+    passwd = resolve_in_root(rootfs, "/etc/passwd")
     try:
         with open(passwd) as handle:
             for line in handle:
@@ -303,7 +318,7 @@ def _check_device_policy(spec: Spec, cgroup: cgroups.Cgroup) -> None:
 
 def _kill_cgroup(cgroup: cgroups.Cgroup) -> None:
     for pid in cgroup.pids():
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -332,4 +347,21 @@ def _exit_code(status: int) -> int:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def _rmtree(path: str) -> None:
+    """Remove a tree (shutil costs the runtime's start-up more than these lines)."""
+    if not os.path.lexists(path):
+        return
+    for top, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(top, name))
+        for name in dirs:
+            full = os.path.join(top, name)
+            with suppress(FileNotFoundError):
+                os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+    with suppress(FileNotFoundError):
+        os.rmdir(path)

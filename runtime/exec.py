@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 from runtime import cgroups
 from runtime.config import Spec
@@ -34,8 +33,8 @@ def _resolve_user(user: str | None, spec: Spec) -> tuple[int, int]:
 
 def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
-            detach: bool = False, pid_file: Path | None = None,
-            stdio: tuple[int, int, int] | None = None) -> int:
+            detach: bool = False, pid_file: str | os.PathLike | None = None,
+            stdio: tuple[int, int, int] | None = None, seccomp_cache: str = "") -> int:
     uid, gid = _resolve_user(user, spec)
     for item in env or []:
         if "=" not in item:
@@ -47,10 +46,9 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
                          os.O_RDONLY | os.O_CLOEXEC) for kind in namespaces}
     seccomp = None
     if spec.seccomp is not None:
-        from runtime.container import DEFAULT_DATA
         from runtime.seccomp import cached_bpf
 
-        seccomp = cached_bpf(spec.seccomp, DEFAULT_DATA / "seccomp")
+        seccomp = cached_bpf(spec.seccomp, seccomp_cache)
     read_fd, write_fd = os.pipe()
     helper = os.fork()
     if helper == 0:
@@ -88,8 +86,8 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
     code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
         os.waitstatus_to_exitcode(status)
     if pid_file is not None and child_pid:
-        with contextlib.suppress(OSError):
-            pid_file.write_text(child_pid)
+        with contextlib.suppress(OSError), open(pid_file, "w") as handle:
+            handle.write(child_pid)
     if code == 125 and not child_pid:
         raise ContainerError(f"exec in container {state.id} failed")
     return code

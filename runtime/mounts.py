@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from runtime.config import Device, Mount
 from runtime.errors import ContainerError
@@ -228,12 +227,12 @@ def host_cgroup_hierarchies() -> list[str]:
 
 def _read_hierarchies() -> list[str]:
     names = []
-    root = Path("/sys/fs/cgroup")
+    root = "/sys/fs/cgroup"
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
             fields = line.split()
             sep = fields.index("-")
-            point = Path(fields[4])
-            if fields[sep + 1] == "cgroup" and point.parent == root:
-                names.append(point.name)
+            parent, _, name = fields[4].rpartition("/")
+            if fields[sep + 1] == "cgroup" and parent == root:
+                names.append(name)
     return names

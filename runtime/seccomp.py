@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 from runtime.errors import ContainerError
 
@@ -63,23 +61,27 @@ def compile_bpf(section: dict) -> bytes:
             except OSError as exc:
                 raise ContainerError(f"linux.seccomp.syscalls[{i}] ({name}): "
                                      f"{exc.strerror or exc}") from exc
+    import tempfile
+
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)
         return out.read()
 
 
-def cached_bpf(section: dict, cache_dir: Path) -> bytes:
+def cached_bpf(section: dict, cache_dir: str | os.PathLike[str]) -> bytes:
     """The compiled program for *section*, compiled once per distinct section."""
     key = _sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()
-    path = cache_dir / f"{key}.bpf"
+    path = os.path.join(cache_dir, f"{key}.bpf")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
         pass
     bpf = compile_bpf(section)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(bpf)
-    tmp.rename(path)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(bpf)
+    os.rename(tmp, path)
     return bpf

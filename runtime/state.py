@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from runtime.errors import ContainerError
 from runtime.records import Record
@@ -50,22 +49,23 @@ def process_start_time(pid: int) -> int | None:
 
 
 class StateStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
 
-    def dir(self, container_id: str) -> Path:
-        return self.root / check_id(container_id)
+    def dir(self, container_id: str) -> str:
+        return os.path.join(self.root, check_id(container_id))
 
     def save(self, state: State) -> None:
-        path = self.dir(state.id) / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(vars(state)))
-        tmp.rename(path)
+        path = os.path.join(self.dir(state.id), "state.json")
+        with open(path + ".tmp", "w") as handle:
+            json.dump(vars(state), handle)
+        os.rename(path + ".tmp", path)
 
     def load(self, container_id: str) -> State:
-        path = self.dir(container_id) / "state.json"
+        path = os.path.join(self.dir(container_id), "state.json")
         try:
-            return State(**json.loads(path.read_text()))
+            with open(path) as handle:
+                return State(**json.load(handle))
         except FileNotFoundError as exc:
             raise ContainerError(f"container {container_id} does not exist") from exc
         except (ValueError, TypeError) as exc:
@@ -73,15 +73,16 @@ class StateStore:
                 from exc
 
     def ids(self) -> list[str]:
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "state.json").exists())
+        return sorted(name for name in os.listdir(self.root)
+                      if os.path.exists(os.path.join(self.root, name, "state.json")))
 
     def status(self, state: State) -> str:
         """created | running | stopped, derived as runc derives it."""
         if process_start_time(state.pid) != state.start_time:
             return "stopped"
-        if (self.dir(state.id) / FIFO).exists():
+        if os.path.exists(os.path.join(self.dir(state.id), FIFO)):
             return "created"
         return "running"
 
