@@ -20,7 +20,6 @@ pandas, matplotlib, libvirt, pyperf): the runtime's start-up time is measured.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -158,6 +157,8 @@ def run_command(args: Args) -> int:
     elif verb == "start":
         rt.start(cid)
     elif verb == "state":
+        import json
+
         print(json.dumps(rt.state(cid), indent=2))
     elif verb == "delete":
         rt.delete(cid, force=args.has("-f", "--force"))
@@ -200,6 +201,8 @@ def _list(states: list[dict], args: Args) -> None:
         for state in states:
             print(state["id"])
     elif args.get("-f", "--format", default="table") == "json":
+        import json
+
         print(json.dumps(states))
     else:
         print(f"{'ID':<24} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vmvc-runtime: {message}", file=sys.stderr)
         log = args.get("--log") if args else None
         if log:
+            import json
+
             with open(log, "a") as handle:
                 as_json = args.get("--log-format") == "json"
                 handle.write(json.dumps({"level": "error", "msg": message}) + "\n" if as_json
@@ -242,5 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The console script: exit without the interpreter's teardown (~2.5 ms of every call);
+    nothing is left to flush but the standard streams."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -8,13 +8,13 @@ namespace; the helper waits for it and exits with its status.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
 from runtime import cgroups
 from runtime.config import Spec
 from runtime.errors import ContainerError
+from runtime.light import suppress
 from runtime.linux import NAMESPACE_FLAGS, NAMESPACE_PROC, PR_SET_NO_NEW_PRIVS, Linux
 from runtime.process import finish_and_exec
 from runtime.state import State
@@ -86,7 +86,7 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
     code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
         os.waitstatus_to_exitcode(status)
     if pid_file is not None and child_pid:
-        with contextlib.suppress(OSError), open(pid_file, "w") as handle:
+        with suppress(OSError), open(pid_file, "w") as handle:
             handle.write(child_pid)
     if code == 125 and not child_pid:
         raise ContainerError(f"exec in container {state.id} failed")

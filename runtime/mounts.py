@@ -115,29 +115,55 @@ def _ensure_target(target: str, source_is_file: bool) -> None:
         os.makedirs(target, exist_ok=True)
 
 
-def mount_all(linux: Linux, rootfs: str, mounts: list[Mount], cgroup_mount: callable) -> None:
-    """Mount the spec's mounts under *rootfs*, in order. *cgroup_mount* handles type cgroup."""
+def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
+    """Mount the spec's mounts under *rootfs*, in order, except the cgroup file systems and
+    whatever lies below them: those are returned, to be mounted once the init is in its
+    cgroup (namespace), from inside the new root (see :func:`mount_cgroups`)."""
+    deferred: list[Mount] = []
     for mount in mounts:
-        target = resolve_in_root(rootfs, mount.destination)
-        flags, propagation, data = parse_options(mount.options)
-        if mount.type == "cgroup":
-            _ensure_target(target, False)
-            cgroup_mount(target, flags)
+        if mount.type == "cgroup" or any(_below(mount.destination, d.destination)
+                                         for d in deferred):
+            if "bind" in mount.options or "rbind" in mount.options:
+                raise ContainerError(f"mount {mount.destination}: bind mounts below a cgroup "
+                                     "mount are not supported by vmvc-runtime")
+            _ensure_target(resolve_in_root(rootfs, mount.destination), False)
+            deferred.append(mount)
             continue
-        if flags & MS_BIND:
-            source = mount.source
-            if not os.path.exists(source):
-                raise ContainerError(f"mount {mount.destination}: source {source} does not exist")
-            _ensure_target(target, not os.path.isdir(source))
-            linux.mount(source, target, None, flags & (MS_BIND | MS_REC))
-            remount = flags & ~(MS_BIND | MS_REC)
-            if remount:  # bind mounts take ro, nosuid… only on a remount
-                linux.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
+        _mount_one(linux, rootfs, mount)
+    return deferred
+
+
+def _below(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def mount_cgroups(linux: Linux, deferred: list[Mount], cgroup_mount: callable) -> None:
+    """The deferred mounts, inside the new root; *cgroup_mount* handles type cgroup."""
+    for mount in deferred:
+        if mount.type == "cgroup":
+            cgroup_mount(resolve_in_root("/", mount.destination),
+                         parse_options(mount.options)[0])
         else:
-            _ensure_target(target, False)
-            linux.mount(mount.source, target, mount.type, flags, data or None)
-        if propagation:
-            linux.mount(None, target, None, propagation)
+            _mount_one(linux, "/", mount)
+
+
+def _mount_one(linux: Linux, rootfs: str, mount: Mount) -> None:
+    target = resolve_in_root(rootfs, mount.destination)
+    flags, propagation, data = parse_options(mount.options)
+    if flags & MS_BIND:
+        source = mount.source
+        if not os.path.exists(source):
+            raise ContainerError(f"mount {mount.destination}: source {source} does not exist")
+        _ensure_target(target, not os.path.isdir(source))
+        linux.mount(source, target, None, flags & (MS_BIND | MS_REC))
+        remount = flags & ~(MS_BIND | MS_REC)
+        if remount:  # bind mounts take ro, nosuid… only on a remount
+            linux.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
+    else:
+        _ensure_target(target, False)
+        linux.mount(mount.source, target, mount.type, flags, data or None)
+    if propagation:
+        linux.mount(None, target, None, propagation)
 
 
 def make_devices(linux: Linux, rootfs: str, devices: list[Device]) -> None:

@@ -11,11 +11,9 @@ B reports "ready" (or one error line) on a pipe; it then blocks opening the exec
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from runtime.capabilities import last_cap
 from runtime.capabilities import mask as cap_mask
 from runtime.config import Spec
 from runtime.errors import ContainerError
+from runtime.light import suppress
 from runtime.linux import (
     MS_BIND,
     MS_PRIVATE,
@@ -67,6 +66,8 @@ class InitPlan(Record):
     on_init_pid: Callable[[int], None] | None = None  # run in the creator once B exists
     extra_env: list[str] = []
     go_fd: int = -1  # creator → A/B messages (user maps written, network plugged)
+    late_cgroup: bool = False  # the creator moves B into its cgroup while B sets up
+    received: set = set()  # bytes B has read from go_fd so far
 
 
 def become_subreaper(linux: Linux) -> None:
@@ -136,6 +137,11 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
         pid_a = None
     deadline = time.monotonic() + SETUP_TIMEOUT
     try:
+        if direct:
+            # Moving a task between cgroups waits for an RCU grace period (~10 ms here):
+            # done now, while B mounts its root, instead of before B may start.
+            _join_for(direct_pid, join_cgroup, sync, deadline)
+            os.write(go_write, b"j")
         while True:
             message = sync.receive(deadline)
             if message is None:
@@ -164,6 +170,36 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
             _reap(pid_a)
 
 
+def _join_for(pid: int, join_cgroup: Callable[[int], None], sync: _SyncPipe,
+              deadline: float) -> None:
+    """Move B into its cgroup; should B have died meanwhile, report B's own error."""
+    try:
+        join_cgroup(pid)
+    except ContainerError:
+        message = sync.receive(min(deadline, time.monotonic() + 1)) or ""
+        if message.startswith("error "):
+            raise ContainerError(message[6:]) from None
+        raise
+
+
+def _await_go(plan: InitPlan, wanted: bytes, what: str) -> None:
+    """In B: wait for the creator's go-ahead *wanted* (messages may come in any order)."""
+    while wanted not in plan.received:
+        got = os.read(plan.go_fd, 1)
+        if not got:
+            raise ContainerError(f"the creator went away before {what}")
+        plan.received = {*plan.received, got}
+
+
+def _enter_cgroup_namespace(plan: InitPlan, linux: Linux) -> None:
+    """Once B is in its cgroup: the cgroup namespace, rooted there (direct path only)."""
+    if plan.late_cgroup and b"cgroupns" not in plan.received:
+        _await_go(plan, b"j", "joining the cgroup")
+        if "cgroup" in plan.spec.namespaces:
+            linux.unshare(NAMESPACE_FLAGS["cgroup"])
+        plan.received = {*plan.received, b"cgroupns"}
+
+
 def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _SyncPipe,
                  go_read: int, linux: Linux) -> int:
     """Fork B straight into a new PID namespace; returns B's host PID in the creator."""
@@ -176,13 +212,13 @@ def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _Sync
         if pid == 0:
             os.close(sync.read_fd)
             plan.go_fd = go_read
+            plan.late_cgroup = True
             try:
-                join_cgroup(0)  # 0: this process; its own PID means nothing here
                 flags = 0
                 for kind in plan.spec.namespaces:
-                    if kind not in ("pid", "user"):
+                    if kind not in ("pid", "user", "cgroup"):  # cgroup: once joined
                         flags |= NAMESPACE_FLAGS[kind]
-                linux.unshare(flags)  # after the cgroup join: cgroupns roots there
+                linux.unshare(flags)
                 sync.send("pid -")
             except BaseException as exc:
                 try:
@@ -202,13 +238,13 @@ def _fail(message: str) -> int:
 
 
 def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
+    with suppress(ChildProcessError):
         os.waitpid(pid, 0)
 
 
 def _kill_and_reap(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, 9)  # SIGKILL
     except ProcessLookupError:
         return
     for _ in range(400):  # B is our child once A has exited (subreaper)
@@ -313,7 +349,7 @@ def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[str, int], None]:
         linux.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
         for name in plan.cgroup_v1_hierarchies:
             options = f"none,name={name}" if name == "systemd" else name
-            os.mkdir(os.path.join(target, name))
+            os.makedirs(os.path.join(target, name), exist_ok=True)
             linux.mount("cgroup", os.path.join(target, name), "cgroup", flags, options)
         if flags & MS_RDONLY:
             linux.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
@@ -330,16 +366,17 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     else:
         linux.mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
     if plan.network_setup is not None:
-        if os.read(plan.go_fd, 1) != b"n":
-            raise ContainerError("network: the creator did not plug the container in")
+        _await_go(plan, b"n", "plugging the network in")
         plan.network_setup()
         linux.link_up("lo")
     elif "network" in spec.namespaces and spec.namespaces["network"] is None:
         linux.link_up("lo")  # runc does the same
-    mounts.mount_all(linux, plan.rootfs, spec.mounts, _cgroup_mounter(plan, linux))
+    deferred = mounts.mount_all(linux, plan.rootfs, spec.mounts)
     mounts.make_devices(linux, plan.rootfs, spec.devices)
     fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC) if plan.fifo else None
     mounts.pivot_into(linux, plan.rootfs)
+    _enter_cgroup_namespace(plan, linux)  # the cgroup mounts show the namespace's root
+    mounts.mount_cgroups(linux, deferred, _cgroup_mounter(plan, linux))
     for key, value in spec.sysctl.items():
         linux.write_file("/proc/sys/" + key.replace(".", "/"), value)
     if spec.hostname is not None:

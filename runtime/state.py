@@ -1,18 +1,18 @@
-"""Container state on disk: ``<root>/<id>/state.json`` plus the ``exec.fifo`` whose presence
+"""Container state on disk: ``<root>/<id>/state.marshal`` plus the ``exec.fifo`` whose presence
 means "created" (runc's scheme), and the status derived from the init process."""
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
-import re
 
 from runtime.errors import ContainerError
 from runtime.records import Record
 
 OCI_VERSION = "1.0.2"
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
 FIFO = "exec.fifo"
+STATE_FILE = "state.marshal"  # internal (``state`` prints the OCI JSON): no json import
 
 
 class State(Record):
@@ -30,7 +30,8 @@ class State(Record):
 
 
 def check_id(container_id: str) -> str:
-    if not ID_PATTERN.fullmatch(container_id):
+    if not (0 < len(container_id) <= 128 and set(container_id) <= ID_CHARS
+            and container_id[0] not in "_.+-"):
         raise ContainerError(f"invalid container id {container_id!r} (letters, digits, _.+-)")
     return container_id
 
@@ -56,19 +57,19 @@ class StateStore:
         return os.path.join(self.root, check_id(container_id))
 
     def save(self, state: State) -> None:
-        path = os.path.join(self.dir(state.id), "state.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(vars(state), handle)
+        path = os.path.join(self.dir(state.id), STATE_FILE)
+        with open(path + ".tmp", "wb") as handle:
+            marshal.dump(vars(state), handle)
         os.rename(path + ".tmp", path)
 
     def load(self, container_id: str) -> State:
-        path = os.path.join(self.dir(container_id), "state.json")
+        path = os.path.join(self.dir(container_id), STATE_FILE)
         try:
-            with open(path) as handle:
-                return State(**json.load(handle))
+            with open(path, "rb") as handle:
+                return State(**marshal.load(handle))
         except FileNotFoundError as exc:
             raise ContainerError(f"container {container_id} does not exist") from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, EOFError) as exc:
             raise ContainerError(f"container {container_id}: state file {path} is damaged") \
                 from exc
 
@@ -76,7 +77,7 @@ class StateStore:
         if not os.path.isdir(self.root):
             return []
         return sorted(name for name in os.listdir(self.root)
-                      if os.path.exists(os.path.join(self.root, name, "state.json")))
+                      if os.path.exists(os.path.join(self.root, name, STATE_FILE)))
 
     def status(self, state: State) -> str:
         """created | running | stopped, derived as runc derives it."""

@@ -24,6 +24,7 @@ mknod /dev/vmvc-blk b 7 0 2>/dev/null && echo "mknod=allowed" || echo "mknod=den
 (echo x > /vmvc-root-write) 2>/dev/null && echo "rootfs=writable" || echo "rootfs=readonly"
 grep -c . /proc/self/uid_map | sed 's/^/uidmap_lines=/'
 ls /dev | tr '\n' ' ' | sed 's/^/dev=/'; echo
+echo "cgroups=$(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
 """
 
 
@@ -54,6 +55,7 @@ def test_container_sees_only_itself(oci: OciRuntime, busybox_rootfs: Path,
     assert facts["Seccomp"] == "2" and facts["NoNewPrivs"] == "1"
     assert facts["mknod"] == "denied"
     assert facts["rootfs"] == "readonly"
+    assert facts["cgroups"].split() == ["/"]  # its own cgroup namespace, rooted at its cgroup
     assert set(facts["dev"].split()) >= {"null", "zero", "full", "random", "urandom", "tty",
                                          "pts", "shm", "mqueue", "ptmx"}
 

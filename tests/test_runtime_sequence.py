@@ -79,9 +79,13 @@ def test_setup_sequence(tmp_path: Path) -> None:
     hostname = fake.index(lambda c: c[0] == "sethostname")
     assert hostname > pivot and calls[hostname] == ("sethostname", "seq")
     readonly = [c for c in calls[hostname:] if c[0] == "mount" and c[1] == c[2]]
-    masked = fake.index(lambda c: c[0] == "mount" and c[1] in ("/dev/null", "tmpfs")
-                        and c[2].startswith(("/proc", "/sys")))
+    masked = fake.index(lambda c: c[0] == "mount" and (
+        c[1] == "/dev/null" or c[-1] == "size=0k,nr_inodes=2"))
     assert readonly and fake.calls.index(readonly[0]) < masked
+    # 6. the cgroup file systems: after pivot_root, from inside (their namespace's view)
+    cgroup_mounts = [i for i, c in enumerate(calls) if c[0] == "mount" and c[3] == "cgroup"]
+    assert [calls[i][2] for i in cgroup_mounts] == ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"]
+    assert min(cgroup_mounts) > pivot
     assert calls[-1] == ("prctl", PR_SET_NO_NEW_PRIVS, 1)
     assert ("setrlimit", 7, 1024, 1024) in calls  # RLIMIT_NOFILE
 
