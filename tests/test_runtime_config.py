@@ -1,0 +1,67 @@
+"""config.json handling beside the real runs: the parsed-config cache that keeps json off
+the CLI's start-up path, and refusal of what the runtime does not implement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.config import load_bundle, parse_config
+from runtime.errors import ContainerError
+from runtime.spec import default_spec
+
+
+def _bundle(tmp_path: Path, hostname: str) -> Path:
+    config = default_spec(["/bin/true"])
+    config["hostname"] = hostname
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_second_load_comes_from_the_cache_without_json(tmp_path: Path) -> None:
+    bundle, cache = _bundle(tmp_path, "first"), tmp_path / "cache"
+    assert load_bundle(bundle, str(cache)).hostname == "first"
+    code = ("import sys; from runtime.config import load_bundle; "
+            f"spec = load_bundle({str(bundle)!r}, {str(cache)!r}); "
+            "print(spec.hostname, 'json' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["first", "False"]
+
+
+def test_a_changed_config_is_read_again(tmp_path: Path) -> None:
+    bundle, cache = _bundle(tmp_path, "first"), tmp_path / "cache"
+    load_bundle(bundle, str(cache))
+    _bundle(tmp_path, "second")
+    os.utime(bundle / "config.json", ns=(1, 1))  # even with an old mtime: size/inode differ
+    assert load_bundle(bundle, str(cache)).hostname == "second"
+
+
+def test_an_invalid_config_is_never_cached(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (tmp_path / "config.json").write_text(json.dumps({"process": {"args": []}}))
+    with pytest.raises(ContainerError, match=r"process\.args"):
+        load_bundle(tmp_path, str(cache))
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    (("hooks",), {"prestart": [{"path": "/bin/true"}]}),
+    (("linux", "intelRdt"), {"closID": "x"}),
+    (("process", "selinuxLabel"), "system_u:system_r:container_t"),
+    (("linux", "resources", "blockIO"), {"weight": 10}),
+    (("process", "terminal"), True),
+])
+def test_unimplemented_fields_are_refused_by_name(field: tuple[str, ...], value: object) -> None:
+    config = default_spec(["/bin/true"])
+    node = config
+    for key in field[:-1]:
+        node = node.setdefault(key, {})
+    node[field[-1]] = value
+    with pytest.raises(ContainerError, match=field[-1]):
+        parse_config(config)
