@@ -95,6 +95,15 @@ class Cgroup:
     """The operations both versions offer; ``for_container`` picks the right one."""
 
     unified = False
+    created = False  # made by this object's create(): only then may a failed create undo it
+
+    def refuse_existing(self) -> None:
+        """A container never adopts an existing cgroup (its processes would be killed with
+        the container's, its limits overwritten)."""
+        for path in self.paths():
+            if os.path.exists(path):
+                raise ContainerError(f"cgroup {path} already exists: another container or "
+                                     "service uses it (linux.cgroupsPath)")
 
     def create(self, resources: Resources) -> None:
         raise NotImplementedError
@@ -156,10 +165,13 @@ class CgroupV1(Cgroup):
                     for name in ("cpuset.cpus", "cpuset.mems"):
                         _write(_join(level, name), _read(_join(parent, name)))
         else:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.mkdir(path)
         return path
 
     def create(self, resources: Resources) -> None:
+        self.refuse_existing()
+        self.created = True
         for controller in self.dirs:
             self._make(controller)
         r, d = resources, self.dirs
@@ -185,6 +197,7 @@ class CgroupV1(Cgroup):
             _write(_join(d["cpuset"], "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        _write(_join(d["devices"], "devices.deny"), "a")  # denied unless allowed below
         for rule in [*r.devices, *ALWAYS_ALLOWED_DEVICES]:
             major = "*" if rule.major is None else str(rule.major)
             minor = "*" if rule.minor is None else str(rule.minor)
@@ -244,8 +257,10 @@ class CgroupV2(Cgroup):
             _write(_join(level, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
 
     def create(self, resources: Resources) -> None:
+        self.refuse_existing()
         self._enable_controllers()
-        os.makedirs(self.dir, exist_ok=True)
+        self.created = True
+        os.mkdir(self.dir)
         r, d = resources, self.dir
         if r.memory_limit is not None:
             _write(_join(d, "memory.max"), "max" if r.memory_limit == -1 else str(r.memory_limit))

@@ -43,6 +43,7 @@ VALUED = {"": {"--root", "--log", "--log-format"},
 SWITCHES = {"": {"--debug"}, "run": {"-d", "--detach", "--keep"}, "delete": {"-f", "--force"},
             "list": {"-q", "--quiet"}, "kill": {"-a", "--all"}, "exec": {"-d", "--detach"},
             "create": {"--no-new-keyring"}}
+SWITCHES["run"] |= {"--no-new-keyring"}
 
 
 class Args:
@@ -103,6 +104,8 @@ def parse(argv: list[str]) -> Args:
 
 def signal_number(text: str) -> int:
     if text.isdigit():
+        if not 1 <= int(text) <= 64:
+            raise ContainerError(f"signal {text} is out of range (1..64)")
         return int(text)
     name = text.upper().removeprefix("SIG")
     if name in SIGNALS:
@@ -140,7 +143,8 @@ def run_command(args: Args) -> int:
         return 0
     if verb == "kill":
         cid = _container_id(args, extra=1)
-        rt.kill(cid, signal_number(args.positional[1] if len(args.positional) > 1 else "TERM"))
+        number = signal_number(args.positional[1] if len(args.positional) > 1 else "TERM")
+        rt.kill(cid, number, every_process=args.has("-a", "--all"))
         return 0
     if verb == "exec":
         if len(args.positional) < 2:
@@ -151,7 +155,8 @@ def run_command(args: Args) -> int:
                        detach=args.has("-d", "--detach"), pid_file=pid_file)
     cid = _container_id(args)
     if verb == "create":
-        rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"))
+        rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"),
+                  new_keyring=not args.has("--no-new-keyring"))
     elif verb == "run":
         return _run(rt, cid, args)
     elif verb == "start":
@@ -166,7 +171,8 @@ def run_command(args: Args) -> int:
 
 
 def _run(rt, cid: str, args: Args) -> int:
-    rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"))
+    rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"),
+              new_keyring=not args.has("--no-new-keyring"))
     if args.has("-d", "--detach"):
         try:
             rt.start(cid)
@@ -230,11 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.verb:
             raise ContainerError("no command given")
         return run_command(args)
-    except (ContainerError, OSError) as exc:
+    except Exception as exc:  # one line for the user; --debug shows the traceback
         if debug:
             raise
-        message = str(exc) if isinstance(exc, ContainerError) else \
-            f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+        if isinstance(exc, ContainerError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+        else:
+            message = f"internal error: {type(exc).__name__}: {exc}"
         print(f"vmvc-runtime: {message}", file=sys.stderr)
         log = args.get("--log") if args else None
         if log:

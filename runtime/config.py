@@ -16,7 +16,13 @@ from runtime.records import Record
 CONFIG_CACHE_SIZE = 256
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
-PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "")
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "")  # shared would leak mounts
+NAMESPACED_SYSCTLS = {  # prefix → the namespace that makes it the container's own (runc)
+    "kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc", "kernel.sem": "ipc",
+    "kernel.shmall": "ipc", "kernel.shmmax": "ipc", "kernel.shmmni": "ipc",
+    "kernel.shm_rmid_forced": "ipc", "fs.mqueue.": "ipc", "net.": "network",
+    "kernel.domainname": "uts", "kernel.hostname": "uts",
+}
 
 
 class Mount(Record):
@@ -75,6 +81,7 @@ class Spec(Record):
     no_new_privileges: bool
     capabilities: dict[str, list[str]]
     oom_score_adj: int | None
+    umask: int | None
     root_path: str
     root_readonly: bool
     hostname: str | None
@@ -151,6 +158,12 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _ints(values: list, where: str) -> list[int]:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ContainerError(f"config.json: {where} must be a list of non-negative integers")
+    return values
+
+
 def _absolute(path: str, where: str) -> str:
     if not path.startswith("/"):
         raise ContainerError(f"config.json: {where} must be an absolute path ({path!r})")
@@ -201,7 +214,9 @@ def _process(cfg: _Reader) -> dict[str, object]:
     return {
         "args": args, "env": env, "cwd": cwd,
         "uid": user.uint("uid", 0), "gid": user.uint("gid", 0),
-        "additional_gids": [int(g) for g in user.get("additionalGids", list, [])],
+        "additional_gids": _ints(user.get("additionalGids", list, []),
+                                 "process.user.additionalGids"),
+        "umask": user.uint("umask"),
         "username": user.get("username", str),
         "rlimits": rlimits, "no_new_privileges": proc.get("noNewPrivileges", bool, False),
         "capabilities": capabilities, "oom_score_adj": proc.uint("oomScoreAdj", signed=True),
@@ -322,11 +337,23 @@ def parse_config(raw: dict) -> Spec:
                          {"mountLabel", "intelRdt", "personality", "timeOffsets"})
     propagation = linux.get("rootfsPropagation", str, "")
     if propagation not in PROPAGATIONS:
-        raise ContainerError(f"config.json: linux.rootfsPropagation: unknown {propagation!r}")
+        raise ContainerError(f"config.json: linux.rootfsPropagation {propagation!r} is not "
+                             f"supported (one of {', '.join(p for p in PROPAGATIONS if p)})")
     seccomp = linux.get("seccomp", dict)
     if seccomp is not None:
         _check_seccomp(_Reader(seccomp, "linux.seccomp"))
     namespaces = _namespaces(linux)
+    if "mount" not in namespaces or namespaces["mount"] is not None:
+        raise ContainerError("config.json: linux.namespaces needs a new mount namespace (type "
+                             "mount without a path): the root would otherwise change the host's")
+    sysctl = {str(k): str(v) for k, v in linux.get("sysctl", dict, {}).items()}
+    for key in sysctl:
+        owner = next((ns for prefix, ns in NAMESPACED_SYSCTLS.items()
+                      if key == prefix or (prefix.endswith(".") and key.startswith(prefix))),
+                     None)
+        if owner is None or namespaces.get(owner, "joined") is not None:
+            raise ContainerError(f"config.json: linux.sysctl {key} is not a sysctl of this "
+                                 "container's own namespaces: it would change the host")
     uid_maps, gid_maps = _id_mappings(linux, "uidMappings"), _id_mappings(linux, "gidMappings")
     if (uid_maps or gid_maps) and "user" not in namespaces:
         raise ContainerError("config.json: linux.uidMappings need a user namespace")
@@ -346,7 +373,7 @@ def parse_config(raw: dict) -> Spec:
         readonly_paths=[_absolute(p, "linux.readonlyPaths")
                         for p in linux.strings("readonlyPaths")],
         seccomp=seccomp, devices=_devices(linux),
-        sysctl={str(k): str(v) for k, v in linux.get("sysctl", dict, {}).items()},
+        sysctl=sysctl,
         rootfs_propagation=propagation,
         annotations={str(k): str(v) for k, v in cfg.get("annotations", dict, {}).items()},
         raw=raw,
@@ -363,6 +390,7 @@ SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP
 def _check_seccomp(sec: _Reader) -> None:
     sec.refuse_unknown({"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls"},
                        {"listenerPath", "listenerMetadata"})
+    sec.uint("defaultErrnoRet")
     if sec.get("defaultAction", str, required=True) not in SECCOMP_ACTIONS:
         raise ContainerError(f"config.json: linux.seccomp.defaultAction: unknown "
                              f"{sec.value['defaultAction']!r}")
@@ -377,9 +405,14 @@ def _check_seccomp(sec: _Reader) -> None:
         if rule.get("action", str, required=True) not in SECCOMP_ACTIONS:
             raise ContainerError(f"config.json: linux.seccomp.syscalls[{i}].action: unknown "
                                  f"{rule.value['action']!r}")
+        rule.uint("errnoRet")
         for j, arg in enumerate(rule.get("args", list, [])):
             a = _Reader(arg, f"linux.seccomp.syscalls[{i}].args[{j}]")
             a.refuse_unknown({"index", "value", "valueTwo", "op"})
+            if a.uint("index", required=True) > 5:
+                raise ContainerError(f"config.json: {a.name('index')} must be 0..5")
+            a.uint("value", required=True)
+            a.uint("valueTwo")
             if a.get("op", str, required=True) not in SECCOMP_OPS:
                 raise ContainerError(f"config.json: {a.name('op')}: unknown {a.value['op']!r}")
 

@@ -40,7 +40,8 @@ class Runtime:
     # -- create ---------------------------------------------------------------------------
     def create(self, container_id: str, bundle: PathLike, config: dict | None = None, *,
                image: PathLike | None = None, stdio: tuple[int, int, int] | None = None,
-               pid_file: PathLike | None = None, network: str | None = None) -> State:
+               pid_file: PathLike | None = None, network: str | None = None,
+               new_keyring: bool = True) -> State:
         """Create the container, its init blocked before exec until :meth:`start`.
 
         *network* is ``none`` (loopback only, the default) or ``bridge``; the config's
@@ -76,7 +77,8 @@ class Runtime:
             plan = InitPlan(
                 spec=spec, rootfs=rootfs, overlay=overlay, fifo=fifo,
                 cgroup_v1_hierarchies=None if cgroup.unified else mounts.host_cgroup_hierarchies(),
-                seccomp_bpf=self._seccomp(spec), stdio=stdio,
+                seccomp_bpf=self._seccomp(spec), stdio=stdio, new_keyring=new_keyring,
+                root_nodev=cgroup.unified,  # no device cgroup there: no nodes from the root
             )
             address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
@@ -85,25 +87,32 @@ class Runtime:
             mark('spawn')
             pid = spawn_init(plan, cgroup.add, self.linux)
             mark('created')
+            state = State(
+                id=container_id, pid=pid, start_time=process_start_time(pid) or 0,
+                bundle=bundle, rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
+                data_dir=data_dir, annotations=spec.annotations,
+                network={"mode": mode, **({"address": address} if address else {})},
+            )
+            self.store.save(state)
+            if pid_file is not None:
+                with open(pid_file, "w") as handle:
+                    handle.write(f"{pid}")
         except BaseException:
-            if mode == "bridge":
-                self._unplug(container_id)
-            if cgroup is not None:
-                _remove_cgroup(cgroup)
-            _rmtree(data_dir)
-            _rmtree(state_dir)
+            self._undo_create(container_id, mode, cgroup, data_dir, state_dir)
             raise
-        state = State(
-            id=container_id, pid=pid, start_time=process_start_time(pid) or 0,
-            bundle=bundle, rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
-            data_dir=data_dir, annotations=spec.annotations,
-            network={"mode": mode, **({"address": address} if address else {})},
-        )
-        self.store.save(state)
-        if pid_file is not None:
-            with open(pid_file, "w") as handle:
-                handle.write(f"{pid}")
         return state
+
+    def _undo_create(self, container_id: str, mode: str, cgroup: cgroups.Cgroup | None,
+                     data_dir: str, state_dir: str) -> None:
+        """Every step of a failed create undone, each on its own: one failing undo must
+        not leave the others (or hide the original error)."""
+        steps = [lambda: self._unplug(container_id) if mode == "bridge" else None,
+                 lambda: _remove_cgroup(cgroup) if cgroup is not None and cgroup.created
+                 else None,
+                 lambda: _rmtree(data_dir), lambda: _rmtree(state_dir)]
+        for step in steps:
+            with suppress(Exception):
+                step()
 
     def _prepare_root(self, spec: Spec, bundle: str, image: PathLike | None,
                       data_dir: str) -> tuple[str, str | None]:
@@ -138,8 +147,8 @@ class Runtime:
                                  "(linux.namespaces: network without a path)")
         from runtime import network
 
-        network.ensure_bridge()
-        with network.AddressLock(str(self.store.root)):
+        with network.AddressLock(str(self.store.root)):  # against a delete removing vmvc0
+            network.ensure_bridge()
             address = network.allocate_address(set(self._addresses().values()))
             with open(os.path.join(self.store.dir(container_id), "address"), "w") as handle:
                 handle.write(address)
@@ -151,9 +160,10 @@ class Runtime:
         from runtime import network
 
         network.unplug(container_id)
-        with suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.store.dir(container_id), "address"))
-        network.remove_bridge_if_unused(len(self._addresses()))
+        with network.AddressLock(str(self.store.root)):
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.store.dir(container_id), "address"))
+            network.remove_bridge_if_unused(len(self._addresses()))
 
     def _addresses(self) -> dict[str, str]:
         """Container id → bridge address reserved, from the state dirs."""
@@ -192,10 +202,9 @@ class Runtime:
                 if time.monotonic() > deadline:
                     raise ContainerError(f"container {container_id}: init did not take the "
                                          "start signal")
+            os.unlink(fifo)  # only now: the fifo's absence is what "running" means
         finally:
             os.close(fd)
-            with suppress(FileNotFoundError):
-                os.unlink(fifo)
 
     def wait(self, container_id: str) -> int:
         """Wait for the container's process to exit; its exit status (128+N if killed)."""
@@ -208,10 +217,16 @@ class Runtime:
                                  "its exit status is not available here") from exc
         return _exit_code(status)
 
-    def kill(self, container_id: str, signal_number: int = SIGTERM) -> None:
+    def kill(self, container_id: str, signal_number: int = SIGTERM,
+             every_process: bool = False) -> None:
+        """Signal the container's process (``every_process``: all in its cgroup)."""
         state = self.store.load(container_id)
         if self.store.status(state) == "stopped" or not kill_if_alive(state, signal_number):
             raise ContainerError(f"container {container_id} is not running")
+        if every_process:
+            for pid in cgroups.at(state.cgroup).pids():
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
 
     def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container; ``force`` kills a running one first."""
@@ -297,12 +312,33 @@ def _resolve_username(spec: Spec, rootfs: str) -> None:
             for line in handle:
                 fields = line.strip().split(":")
                 if len(fields) >= 4 and fields[0] == spec.username:
+                    if not (fields[2].isdigit() and fields[3].isdigit()):
+                        break
                     spec.uid, spec.gid = int(fields[2]), int(fields[3])
+                    spec.additional_gids = spec.additional_gids or _groups_of(
+                        rootfs, spec.username)
+                    # exec reads the stored config: it must find the ids, not the name
+                    user = spec.raw.setdefault("process", {}).setdefault("user", {})
+                    user.update(uid=spec.uid, gid=spec.gid, additionalGids=spec.additional_gids)
+                    user.pop("username", None)
                     return
     except OSError:
         pass
     raise ContainerError(f"config.json: process.user.username: no user {spec.username!r} in "
                          "the container's /etc/passwd")
+
+
+def _groups_of(rootfs: str, username: str) -> list[int]:
+    """Supplementary groups of *username* from the container's /etc/group."""
+    from runtime.mounts import resolve_in_root
+
+    groups = []
+    with suppress(OSError), open(resolve_in_root(rootfs, "/etc/group")) as handle:
+        for line in handle:
+            fields = line.strip().split(":")
+            if len(fields) >= 4 and username in fields[3].split(",") and fields[2].isdigit():
+                groups.append(int(fields[2]))
+    return groups
 
 
 def _check_device_policy(spec: Spec, cgroup: cgroups.Cgroup) -> None:

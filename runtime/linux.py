@@ -8,6 +8,7 @@ beside the real tests. Errors surface as OSError with the failing call named.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
@@ -49,6 +50,7 @@ SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = 155  # x86_64
 SYS_CAPSET = 126
 SYS_SETGROUPS = 116
+SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING = 250, 1
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
 
@@ -140,6 +142,13 @@ class Linux:
         import resource as _resource
 
         _named(f"setrlimit {resource}", _resource.setrlimit, resource, (soft, hard))
+
+    def join_session_keyring(self) -> None:
+        """A new anonymous session keyring: keys of the host's session stay out of reach."""
+        if _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+            err = ctypes.get_errno()
+            if err not in (errno.ENOSYS, errno.EDQUOT, errno.EACCES):  # as runc tolerates
+                raise OSError(err, f"keyctl(join session keyring): {os.strerror(err)}")
 
     def seccomp_load(self, bpf: bytes) -> None:
         """Install a compiled filter (struct sock_filter array) for this process."""

@@ -152,18 +152,34 @@ def _mount_one(linux: Linux, rootfs: str, mount: Mount) -> None:
     flags, propagation, data = parse_options(mount.options)
     if flags & MS_BIND:
         source = mount.source
+        if data:
+            raise ContainerError(f"mount {mount.destination}: bind option(s) {data} are not "
+                                 "supported by vmvc-runtime")
         if not os.path.exists(source):
             raise ContainerError(f"mount {mount.destination}: source {source} does not exist")
         _ensure_target(target, not os.path.isdir(source))
         linux.mount(source, target, None, flags & (MS_BIND | MS_REC))
         remount = flags & ~(MS_BIND | MS_REC)
-        if remount:  # bind mounts take ro, nosuid… only on a remount
-            linux.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
+        if remount:  # bind mounts take ro, nosuid… only on a remount, one mount at a time
+            points = submounts(target) if flags & MS_REC else [target]
+            for point in points or [target]:
+                linux.mount(None, point, None, MS_BIND | MS_REMOUNT | remount)
     else:
         _ensure_target(target, False)
         linux.mount(mount.source, target, mount.type, flags, data or None)
     if propagation:
         linux.mount(None, target, None, propagation)
+
+
+def submounts(target: str) -> list[str]:
+    """*target* and every mount below it, from this namespace's mountinfo."""
+    found = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = line.split()[4]
+            if point == target or point.startswith(target.rstrip("/") + "/"):
+                found.append(point)
+    return found
 
 
 def make_devices(linux: Linux, rootfs: str, devices: list[Device]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
-import zlib
 
 from runtime.errors import ContainerError
 
@@ -21,8 +20,10 @@ ANNOTATION = "org.vmvc.network"
 
 
 def host_veth_name(container_id: str) -> str:
-    """A stable, unique-enough interface name within the 15-character limit."""
-    return f"vmvc{zlib.crc32(container_id.encode()):08x}"[:15]
+    """A stable interface name within the 15-character limit (44 bits of a hash)."""
+    from _sha256 import sha256
+
+    return f"vmvc{sha256(container_id.encode()).hexdigest()[:11]}"
 
 
 def _ipr():
@@ -41,9 +42,12 @@ def ensure_bridge() -> None:
                 if not ipr.link_lookup(ifname=BRIDGE):
                     raise ContainerError(f"network: cannot create bridge {BRIDGE}: {exc}") from exc
         index = ipr.link_lookup(ifname=BRIDGE)[0]
-        if not ipr.get_addr(index=index, address=str(GATEWAY)):
-            ipr.addr("add", index=index, address=str(GATEWAY), prefixlen=SUBNET.prefixlen)
-        ipr.link("set", index=index, state="up")
+        try:
+            if not ipr.get_addr(index=index, address=str(GATEWAY)):
+                ipr.addr("add", index=index, address=str(GATEWAY), prefixlen=SUBNET.prefixlen)
+            ipr.link("set", index=index, state="up")
+        except Exception as exc:  # NetlinkError
+            raise ContainerError(f"network: cannot set up bridge {BRIDGE}: {exc}") from exc
 
 
 def allocate_address(in_use: set[str]) -> str:
@@ -59,7 +63,7 @@ class AddressLock:
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, "network.lock")
+        self.path = os.path.join(directory, ".network.lock")
 
     def __enter__(self) -> AddressLock:
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
@@ -79,8 +83,13 @@ def plug(container_id: str, init_pid: int) -> None:
                      peer={"ifname": "eth0", "net_ns_pid": init_pid})
         except Exception as exc:
             raise ContainerError(f"network: cannot create veth {host}: {exc}") from exc
-        index = ipr.link_lookup(ifname=host)[0]
-        ipr.link("set", index=index, master=ipr.link_lookup(ifname=BRIDGE)[0], state="up")
+        index, bridge = ipr.link_lookup(ifname=host), ipr.link_lookup(ifname=BRIDGE)
+        if not index or not bridge:
+            raise ContainerError(f"network: {host} or the bridge {BRIDGE} vanished")
+        try:
+            ipr.link("set", index=index[0], master=bridge[0], state="up")
+        except Exception as exc:  # NetlinkError
+            raise ContainerError(f"network: cannot plug {host} into {BRIDGE}: {exc}") from exc
 
 
 def configure_inside(address: str) -> None:
@@ -89,8 +98,11 @@ def configure_inside(address: str) -> None:
         index = ipr.link_lookup(ifname="eth0")
         if not index:
             raise ContainerError("network: eth0 did not arrive in the container")
-        ipr.addr("add", index=index[0], address=address, prefixlen=SUBNET.prefixlen)
-        ipr.link("set", index=index[0], state="up")
+        try:
+            ipr.addr("add", index=index[0], address=address, prefixlen=SUBNET.prefixlen)
+            ipr.link("set", index=index[0], state="up")
+        except Exception as exc:  # NetlinkError
+            raise ContainerError(f"network: cannot configure eth0 ({address}): {exc}") from exc
 
 
 def unplug(container_id: str) -> None:

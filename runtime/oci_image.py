@@ -120,6 +120,8 @@ def _unpack_layer(blob: Path, mode: str, dest: Path) -> None:
                 os.mknod(target.parent / base[len(WHITEOUT):], 0o600 | 0o020000,
                          os.makedev(0, 0))
                 continue
+            if member.ischr() or member.isblk():
+                continue  # device nodes come from the runtime's /dev, never from an image
             safe = member.replace(name=_relative(member.name), deep=False)
             if member.islnk():  # os.link follows symlinks: the final target must be inside
                 source = _target(dest, member.linkname)

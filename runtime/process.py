@@ -27,6 +27,7 @@ from runtime.errors import ContainerError
 from runtime.light import suppress
 from runtime.linux import (
     MS_BIND,
+    MS_NODEV,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
@@ -39,6 +40,7 @@ from runtime.linux import (
     PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
     PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
     PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
     Linux,
@@ -67,6 +69,8 @@ class InitPlan(Record):
     extra_env: list[str] = []
     go_fd: int = -1  # creator → A/B messages (user maps written, network plugged)
     late_cgroup: bool = False  # the creator moves B into its cgroup while B sets up
+    new_keyring: bool = True  # a session keyring of the container's own (runc's default)
+    root_nodev: bool = False  # no device nodes from the root (no cgroup device filter: v2)
     received: set = set()  # bytes B has read from go_fd so far
 
 
@@ -123,7 +127,13 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
     go_read, go_write = os.pipe()
     new_user = "user" in spec.namespaces and spec.namespaces["user"] is None
     direct = not new_user and all(path is None for path in spec.namespaces.values())
-    pid_a = _fork_direct(plan, join_cgroup, sync, go_read, linux) if direct else os.fork()
+    try:
+        pid_a = _fork_direct(plan, join_cgroup, sync, go_read, go_write, linux) if direct \
+            else os.fork()
+    except BaseException:
+        for fd in (sync.read_fd, sync.write_fd, go_read, go_write):
+            os.close(fd)
+        raise
     if pid_a == 0:
         os.close(sync.read_fd)
         os.close(go_write)
@@ -136,12 +146,13 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
     if direct:
         pid_a = None
     deadline = time.monotonic() + SETUP_TIMEOUT
+    ready = False
     try:
         if direct:
             # Moving a task between cgroups waits for an RCU grace period (~10 ms here):
             # done now, while B mounts its root, instead of before B may start.
             _join_for(direct_pid, join_cgroup, sync, deadline)
-            os.write(go_write, b"j")
+            _tell(go_write, b"j")
         while True:
             message = sync.receive(deadline)
             if message is None:
@@ -149,16 +160,18 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
             kind, _, rest = message.partition(" ")
             if kind == "userns":
                 _write_id_maps(pid_a, spec, linux)
-                os.write(go_write, b"g")
+                _tell(go_write, b"g")
             elif kind == "pid":  # B's namespaces exist now (direct B cannot know its PID)
                 pid_b = direct_pid if rest == "-" else int(rest)
                 if plan.on_init_pid is not None:
                     plan.on_init_pid(pid_b)
-                    os.write(go_write, b"n")
+                    _tell(go_write, b"n")
             elif kind == "error":
                 raise ContainerError(rest)
             elif kind == "ready":
-                return pid_b if pid_b is not None else _fail("init never said its pid")
+                ready = True
+            if ready and pid_b is not None:
+                return pid_b
     except BaseException:
         if pid_b is not None or direct_pid is not None:
             _kill_and_reap(pid_b if pid_b is not None else direct_pid)
@@ -168,6 +181,12 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
         os.close(go_write)
         if pid_a is not None:
             _reap(pid_a)
+
+
+def _tell(go_write: int, message: bytes) -> None:
+    """A go-ahead to A/B; if it died meanwhile, its error (or EOF) is on the sync pipe."""
+    with suppress(BrokenPipeError):
+        os.write(go_write, message)
 
 
 def _join_for(pid: int, join_cgroup: Callable[[int], None], sync: _SyncPipe,
@@ -201,7 +220,7 @@ def _enter_cgroup_namespace(plan: InitPlan, linux: Linux) -> None:
 
 
 def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _SyncPipe,
-                 go_read: int, linux: Linux) -> int:
+                 go_read: int, go_write: int, linux: Linux) -> int:
     """Fork B straight into a new PID namespace; returns B's host PID in the creator."""
     new_pid = "pid" in plan.spec.namespaces
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid else -1
@@ -211,6 +230,7 @@ def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _Sync
         pid = os.fork()
         if pid == 0:
             os.close(sync.read_fd)
+            os.close(go_write)  # so that B sees EOF, not silence, should the creator die
             plan.go_fd = go_read
             plan.late_cgroup = True
             try:
@@ -231,10 +251,6 @@ def _fork_direct(plan: InitPlan, join_cgroup: Callable[[int], None], sync: _Sync
         if new_pid:
             linux.setns(own, NAMESPACE_FLAGS["pid"])
             os.close(own)
-
-
-def _fail(message: str) -> int:
-    raise ContainerError(message)
 
 
 def _reap(pid: int) -> None:
@@ -321,6 +337,7 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
             for target, fd in enumerate(plan.stdio):
                 os.dup2(fd, target)
         mark('B forked')
+        linux.prctl(PR_SET_DUMPABLE, 0)  # until execve: /proc/1/* stays the host's business
         fifo_fd = prepare_container(plan, linux)
         mark('B ready')
         sync.send("ready")
@@ -334,7 +351,8 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
         if fifo_fd is not None:
             wait_for_start(fifo_fd)
         mark('B started')
-        path = finish_and_exec(plan.spec, plan.seccomp_bpf, plan.extra_env, linux)
+        path = finish_and_exec(plan.spec, plan.seccomp_bpf, plan.extra_env, linux,
+                               plan.new_keyring)
     except BaseException as exc:
         print(f"vmvc-runtime: {_describe(exc)}", file=sys.stderr, flush=True)
         os._exit(127)
@@ -361,10 +379,13 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     spec = plan.spec
     if "mount" in spec.namespaces:
         linux.mount(None, "/", None, ROOTFS_PROPAGATION[spec.rootfs_propagation])
+    nodev = MS_NODEV if plan.root_nodev else 0
     if plan.overlay is not None:
-        linux.mount("overlay", plan.rootfs, "overlay", 0, plan.overlay)
+        linux.mount("overlay", plan.rootfs, "overlay", nodev, plan.overlay)
     else:
         linux.mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
+        if nodev:
+            linux.mount(None, plan.rootfs, None, MS_BIND | MS_REMOUNT | nodev)
     if plan.network_setup is not None:
         _await_go(plan, b"n", "plugging the network in")
         plan.network_setup()
@@ -437,10 +458,16 @@ def find_program(program: str, env: list[str]) -> str:
 
 
 def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
-                    linux: Linux) -> str | None:
+                    linux: Linux, new_keyring: bool = True) -> str | None:
     """Identity, seccomp as late as possible, cwd, exec. Returns only if exec failed."""
     env = [*spec.env, *extra_env]
     program = find_program(spec.args[0], env)
+    # Nothing of the host may be reachable once the container's own processes could look:
+    # no open fd but stdio (CVE-2024-21626), not dumpable until execve (CVE-2019-5736).
+    linux.prctl(PR_SET_DUMPABLE, 0)
+    os.closerange(3, 1 << 20)
+    if new_keyring:
+        linux.join_session_keyring()
     if seccomp_bpf is not None and not spec.no_new_privileges:
         linux.seccomp_load(seccomp_bpf)  # needs CAP_SYS_ADMIN: before the caps go
     apply_identity(spec, linux)
@@ -448,8 +475,9 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
         os.chdir(spec.cwd)
     except OSError as exc:
         raise ContainerError(f"process.cwd {spec.cwd}: {exc.strerror}") from exc
+    if spec.umask is not None:
+        os.umask(spec.umask)
     mark('exec')
-    os.closerange(3, 1 << 20)
     if seccomp_bpf is not None and spec.no_new_privileges:
         linux.seccomp_load(seccomp_bpf)
     environ = dict(e.split("=", 1) for e in env)

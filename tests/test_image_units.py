@@ -163,3 +163,17 @@ def test_an_image_must_hold_what_its_key_says() -> None:
     check_versions({}, {"anything": "1"})  # the tiny image resolves no packages
     with pytest.raises(VmvcError, match=r"fio 3.33-3≠3.35-1, sysbench 1.0≠-"):
         check_versions({"fio": "3.33-3", "sysbench": "1.0"}, {"fio": "3.35-1"})
+
+
+def test_device_nodes_in_layers_are_not_unpacked(tmp_path: Path, as_root: None) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        disk = tarfile.TarInfo("dev/sda")
+        disk.type, disk.devmajor, disk.devminor = tarfile.BLKTYPE, 8, 0
+        tar.addfile(disk)
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(buffer.getvalue())
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    _unpack_layer(blob, "r|", dest.resolve())
+    assert not (dest / "dev/sda").exists()

@@ -3,6 +3,7 @@ conversions written into a directory laid out like cgroupfs, and path rules."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,19 @@ V2_FILES = ("cgroup.procs", "memory.max", "memory.swap.max", "memory.low", "cpu.
 
 
 @pytest.fixture
-def fake_v2(tmp_path: Path) -> Path:
+def fake_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory that behaves like cgroupfs for mkdir: the new cgroup comes with its files."""
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     (tmp_path / "cgroup.subtree_control").write_text("")
-    child = tmp_path / "vmvc-c1"
-    child.mkdir()
-    for name in V2_FILES:
-        (child / name).write_text("")
+    real_mkdir = os.mkdir
+
+    def cgroupfs_mkdir(path: str, *args: object) -> None:
+        real_mkdir(path, *args)
+        if str(path).startswith(str(tmp_path)):
+            for name in V2_FILES:
+                Path(path, name).write_text("")
+
+    monkeypatch.setattr(os, "mkdir", cgroupfs_mkdir)
     return tmp_path
 
 
@@ -55,3 +62,11 @@ def test_cgroup_paths() -> None:
         cgroups.relative_path("system.slice:vmvc:abc", "abc")
     with pytest.raises(ContainerError, match="not a path"):
         cgroups.relative_path("/../etc", "abc")
+
+
+def test_an_existing_cgroup_is_never_adopted(fake_v2: Path) -> None:
+    cgroups.for_container(None, "c2", root=str(fake_v2)).create(Resources())
+    again = cgroups.for_container(None, "c2", root=str(fake_v2))
+    with pytest.raises(ContainerError, match="already exists"):
+        again.create(Resources())
+    assert not again.created  # so a failed create does not remove (or kill) what it found

@@ -44,7 +44,9 @@ def test_a_changed_config_is_read_again(tmp_path: Path) -> None:
 
 def test_an_invalid_config_is_never_cached(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    (tmp_path / "config.json").write_text(json.dumps({"process": {"args": []}}))
+    config = default_spec(["/bin/true"])
+    config["process"]["args"] = []
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ContainerError, match=r"process\.args"):
         load_bundle(tmp_path, str(cache))
     assert not cache.exists() or list(cache.iterdir()) == []

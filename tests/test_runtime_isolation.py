@@ -25,6 +25,7 @@ mknod /dev/vmvc-blk b 7 0 2>/dev/null && echo "mknod=allowed" || echo "mknod=den
 grep -c . /proc/self/uid_map | sed 's/^/uidmap_lines=/'
 ls /dev | tr '\n' ' ' | sed 's/^/dev=/'; echo
 echo "cgroups=$(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
+echo "fds=$(ls /proc/$$/fd | tr '\n' ' ')"
 """
 
 
@@ -55,6 +56,8 @@ def test_container_sees_only_itself(oci: OciRuntime, busybox_rootfs: Path,
     assert facts["Seccomp"] == "2" and facts["NoNewPrivs"] == "1"
     assert facts["mknod"] == "denied"
     assert facts["rootfs"] == "readonly"
+    # stdio, and 3: the pipe of the $(...) doing the listing; nothing of the host
+    assert set(facts["fds"].split()) <= {"0", "1", "2", "3"}
     assert facts["cgroups"].split() == ["/"]  # its own cgroup namespace, rooted at its cgroup
     assert set(facts["dev"].split()) >= {"null", "zero", "full", "random", "urandom", "tty",
                                          "pts", "shm", "mqueue", "ptmx"}

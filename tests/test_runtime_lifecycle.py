@@ -120,6 +120,12 @@ BAD = {
     "unsupported-security-field": (_set("process.apparmorProfile", "docker-default"),
                                    "process.apparmorProfile"),
     "unknown-capability": (_set("process.capabilities.bounding", ["CAP_BOGUS"]), "CAP_BOGUS"),
+    "no-mount-namespace": (_set("linux.namespaces", [{"type": "pid"}]), "mount namespace"),
+    "host-sysctl": (_set("linux.sysctl", {"kernel.core_pattern": "|/tmp/x"}),
+                    "kernel.core_pattern"),
+    "shared-propagation": (_set("linux.rootfsPropagation", "rshared"), "rshared"),
+    "bind-option": (_set("mounts", [{"destination": "/mnt", "type": "bind", "source": "/tmp",
+                                     "options": ["rbind", "idmap"]}]), "idmap"),
 }
 
 
@@ -158,3 +164,21 @@ def test_spec_writes_the_default_config(oci: OciRuntime, tmp_path: Path) -> None
     assert {"read", "write", "execve", "clone"} <= allowed
     assert "mount" not in allowed and "kexec_load" not in allowed  # CAP_SYS_ADMIN/BOOT rules out
     one_line_error(oci("spec", "--bundle", str(tmp_path)), "already exists")
+
+
+@pytest.mark.skipif(not BUILTIN, reason="process.user.username is vmvc-runtime's")
+def test_username_holds_for_exec_too(oci: OciRuntime, busybox_rootfs: Path,
+                                     tmp_path: Path) -> None:
+    config = make_config(busybox_rootfs, ["/bin/sleep", "60"])
+    config["process"]["user"] = {"uid": 0, "gid": 0, "username": "nobody"}
+    cid = new_id()
+    assert oci("run", "-d", "--bundle", str(write_bundle(tmp_path / "b", config)),
+               cid).returncode == 0
+    try:
+        pid = json.loads(oci("state", cid).stdout)["pid"]
+        uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("Uid:"))
+        assert uid_line.split()[1] == "65534"
+        assert oci("exec", cid, "id", "-u").stdout.strip() == "65534"
+    finally:
+        oci("delete", "--force", cid)
