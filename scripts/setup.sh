@@ -89,9 +89,14 @@ build_images() {
   .venv/bin/vmvc image build --profile tiny >&2
 }
 
-libvirtd_sees_kvm() {  # true when the running libvirtd's /dev/kvm is the real device
-  [ "$(stat -L -c '%t:%T' "/proc/$1/root/dev/kvm" 2>/dev/null)" = "a:e8" ]
+libvirtd_sees_kvm() {  # true unless the running libvirtd's /dev/kvm is our read-only file
+  [ "$(stat -L -c '%F' "/proc/$1/root/dev/kvm" 2>/dev/null)" != "regular empty file" ]
 }
+
+# libvirt decides "KVM usable" by access(/dev/kvm, R_OK|W_OK): a read-only bind of an
+# empty regular file fails that (EROFS) while stat still works, so its capabilities cache
+# stays valid (/dev/null there passes access() and makes it re-probe QEMU on every start).
+NO_KVM=/var/lib/vmvc/no-kvm
 
 stop_libvirtd() {
   kill "$1"
@@ -104,8 +109,23 @@ wait_for_socket() {
   die "$2 did not create $1"
 }
 
+configure_qemu_user() {
+  # QEMU under qemu:///system runs as libvirt-qemu, which cannot read the image cache in
+  # root's home (0700): run it as root, as CI setups commonly do. And no private /dev for
+  # QEMU: libvirt cannot carry our hidden /dev/kvm into it. Returns 0 if it changed.
+  local conf=/etc/libvirt/qemu.conf
+  grep -q '^user = "+0"' $conf && grep -q '^group = "+0"' $conf && \
+    grep -q '^namespaces = \[\]' $conf && return 1
+  say "configuring libvirt's QEMU driver (root user, no /dev namespace)"
+  sed -i '/^user = /d; /^group = /d; /^namespaces = /d; /^# vmvc: /d' $conf
+  printf '# vmvc: QEMU reads the image cache under /root; see README\n' >> $conf
+  printf 'user = "+0"\ngroup = "+0"\nnamespaces = []\n' >> $conf
+  return 0
+}
+
 start_libvirt() {
-  local accel hide=no pid
+  local accel hide=no pid restart=no
+  configure_qemu_user && restart=yes
   accel=$(.venv/bin/python -m bench.host_checks accelerator)
   [ "$accel" = tcg ] && [ -e /dev/kvm ] && hide=yes
   if [ -d /run/systemd/system ]; then
@@ -113,7 +133,8 @@ start_libvirt() {
     if [ $hide = yes ] && [ ! -f $dropin ]; then
       say "restarting libvirtd with the unusable /dev/kvm hidden"
       mkdir -p "$(dirname $dropin)"
-      printf '[Service]\nBindReadOnlyPaths=/dev/null:/dev/kvm\n' > $dropin
+      mkdir -p "$(dirname $NO_KVM)" && touch $NO_KVM
+      printf '[Service]\nBindReadOnlyPaths=%s:/dev/kvm\n' "$NO_KVM" > $dropin
       systemctl daemon-reload
       systemctl restart libvirtd
     elif [ $hide = no ] && [ -f $dropin ]; then
@@ -121,12 +142,18 @@ start_libvirt() {
       rm $dropin
       systemctl daemon-reload
       systemctl restart libvirtd
+    elif [ $restart = yes ]; then
+      systemctl restart libvirtd
     fi
     systemctl start virtlogd libvirtd
   else
     pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
     wait_for_socket /run/libvirt/virtlogd-sock virtlogd
     pid=$(pgrep -xo libvirtd || true)
+    if [ -n "$pid" ] && [ $restart = yes ]; then
+      say "restarting libvirtd (qemu.conf changed)"
+      stop_libvirtd "$pid"; pid=""
+    fi
     if [ -n "$pid" ] && [ -e /dev/kvm ]; then
       if [ $hide = yes ] && libvirtd_sees_kvm "$pid"; then
         say "restarting libvirtd with the unusable /dev/kvm hidden"
@@ -140,13 +167,19 @@ start_libvirt() {
       say "starting libvirtd (accelerator: $accel)"
       rm -f /run/libvirt/libvirt-sock
       if [ $hide = yes ]; then
-        unshare -m --propagation private sh -c \
-          'mount --bind /dev/null /dev/kvm && exec libvirtd -d'
+        mkdir -p "$(dirname $NO_KVM)" && touch $NO_KVM
+        unshare -m --propagation private sh -c "mount --bind $NO_KVM /dev/kvm && \
+          mount -o remount,bind,ro /dev/kvm && exec libvirtd -d"
       else
         libvirtd -d
       fi
     fi
     wait_for_socket /run/libvirt/libvirt-sock libvirtd
+    if [ -z "$pid" ]; then
+      # a fresh libvirtd probes QEMU on its first domain (~40 s if its cache is stale):
+      # pay that here, not in the first benchmark
+      virsh -q -c qemu:///system domcapabilities --virttype qemu >/dev/null
+    fi
   fi
   # The suite never uses libvirt's default (NAT) network: keep it from starting.
   if virsh -q -c qemu:///system net-info default >/dev/null 2>&1; then

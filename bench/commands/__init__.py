@@ -1,5 +1,5 @@
 """The CLI's verbs, one module each: this list is the table of contents of ``vmvc``."""
 
-from bench.commands import doctor, image
+from bench.commands import cleanup, doctor, image
 
-COMMANDS = (doctor, image)
+COMMANDS = (doctor, image, cleanup)

@@ -25,6 +25,8 @@ GUEST_MODULES = (
     "virtio_net",
     "virtio_balloon",  # memory statistics as the guest sees them
     "vmw_vsock_virtio_transport",
+    "button",  # the ACPI power button: a clean shutdown from the host
+    "evdev",  # …reaches busybox acpid as an input event
 )
 
 

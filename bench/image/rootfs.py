@@ -20,6 +20,12 @@ WORKLOAD_PACKAGES = (
     "qemu-guest-agent",
 )
 GUEST_INIT = "usr/local/sbin/vmvc-init"
+POWER_OFF = ("#!/bin/sh\n# vmvc: ask the guest init (PID 1) to power the VM off\n"
+             "exec /bin/busybox kill -USR2 1\n")
+GUEST_POWER_OFF = (
+    "usr/local/share/vmvc/acpi/PWRF/00000080",  # busybox acpid: the ACPI power button
+    "usr/sbin/shutdown",  # qemu-ga's guest-shutdown runs /sbin/shutdown (merged /usr)
+)
 HOSTNAME = "vmvc"
 
 
@@ -78,6 +84,11 @@ def install_guest_files(rootfs: Path) -> None:
     init.parent.mkdir(parents=True, exist_ok=True)
     init.write_bytes(guest_source("vmvc-init.sh"))
     os.chmod(init, 0o755)
+    for rel in GUEST_POWER_OFF:
+        script = rootfs / rel
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(POWER_OFF)
+        os.chmod(script, 0o755)
     (rootfs / "etc/hostname").write_text(HOSTNAME + "\n")
     resolv = rootfs / "etc/resolv.conf"
     if resolv.exists() or resolv.is_symlink():

@@ -48,6 +48,8 @@ mark() {  # a write to a port nobody listens on blocks: never let it block PID 1
 }
 trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
 mark init-started
+# the ACPI power button (virsh shutdown) → acpid → USR2 to this init → poweroff
+$bb acpid -c /usr/local/share/vmvc/acpi -l /run/acpid.log -p /run/acpid.pid 2>/dev/null
 
 agent_port=/dev/virtio-ports/org.qemu.guest_agent.0
 said=no

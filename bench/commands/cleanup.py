@@ -1,0 +1,28 @@
+"""``vmvc cleanup``: remove whatever a killed run left (VMs, their overlays and sockets,
+containers, cgroups, the suite's bridge)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vmdriver.connection import DEFAULT_URI
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser("cleanup", help="remove what a killed run left behind")
+    parser.add_argument("--uri", default=DEFAULT_URI, help="libvirt URI (default: %(default)s)")
+    parser.add_argument("--runtime-root", default=None,
+                        help="vmvc-runtime state root (default: /run/vmvc-runtime)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.cleanup import cleanup as cleanup_containers
+    from runtime.container import DEFAULT_ROOT
+    from vmdriver.vm import cleanup as cleanup_vms
+
+    removed = cleanup_vms(args.uri) + cleanup_containers(args.runtime_root or DEFAULT_ROOT)
+    for item in removed:
+        print(f"removed {item}")
+    print(f"{len(removed)} item(s) removed" if removed else "nothing to clean up")
+    return 0

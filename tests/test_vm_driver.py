@@ -1,0 +1,184 @@
+"""The libvirt VM driver against the real libvirtd and QEMU (TCG on our hosts, KVM where
+the host has it): boot, the guest agent, boot phases, memory, shutdown, errors, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from bench.image.build import ImageArtifacts
+from bench.image.initramfs import guest_source
+from vmdriver.errors import VmError
+from vmdriver.vm import NAME_PREFIX, PHASES, WORKDIR, Vm, VmConfig, boot
+
+
+def vmvc_domains() -> set[str]:
+    conn = libvirt.open("qemu:///system")
+    try:
+        return {d.name() for d in conn.listAllDomains() if d.name().startswith(NAME_PREFIX)}
+    finally:
+        conn.close()
+
+
+def workdirs() -> set[str]:
+    return {p.name for p in WORKDIR.glob(f"{NAME_PREFIX}*")} if WORKDIR.is_dir() else set()
+
+
+def config(image: ImageArtifacts, **changes: object) -> VmConfig:
+    return VmConfig(kernel=image.kernel, initramfs=image.initramfs, disk=image.disk, **changes)
+
+
+@pytest.fixture(scope="module")
+def vm(full_image: ImageArtifacts) -> Iterator[Vm]:
+    with boot(config(full_image)) as machine:
+        yield machine
+    assert machine.name not in vmvc_domains() and machine.name not in workdirs()
+
+
+def test_commands_output_and_exit_codes(vm: Vm, full_image: ImageArtifacts) -> None:
+    manifest = json.loads(full_image.manifest.read_text())
+    uname = vm.exec(["/bin/uname", "-r"])
+    assert uname.exit_code == 0 and uname.stdout.strip() == manifest["kernel_version"]
+    sysbench = vm.exec(["sysbench", "--version"])
+    assert sysbench.exit_code == 0 and sysbench.stdout.startswith("sysbench ")
+    failing = vm.exec(["/bin/sh", "-c", "echo oops >&2; exit 3"])
+    assert (failing.exit_code, failing.stderr) == (3, "oops\n")
+
+
+def test_a_hanging_command_times_out_and_the_vm_stays_usable(vm: Vm) -> None:
+    hung = vm.exec(["/bin/sleep", "600"], timeout=2)
+    assert hung.timed_out and 2 <= hung.seconds < 15
+    assert vm.exec(["/bin/sh", "-c", "pgrep -x sleep || echo gone"]).stdout.strip() == "gone"
+    assert vm.exec(["/bin/echo", "still here"]).stdout == "still here\n"
+
+
+def test_boot_phases_are_ordered(vm: Vm) -> None:
+    phases = vm.phases.as_dict()
+    values = [phases[name] for name in PHASES]
+    assert all(v is not None and v > 0 for v in values), phases
+    assert values == sorted(values), phases
+    assert phases["create_call"] <= phases["agent_connected"]
+
+
+def test_accelerator_is_chosen_and_labelled(vm: Vm) -> None:
+    xml = vm.domain.XMLDesc()
+    if vm.accelerator.accelerator == "kvm":
+        assert "type='kvm'" in xml and vm.label == "kvm"
+    else:
+        assert "type='qemu'" in xml and vm.label == "tcg (emulated)"
+        assert vm.accelerator.how  # the probe's evidence comes with the VM
+    if Path("/sys/module/kvm_pvm").exists():  # our hosts: KVM present but unusable
+        assert vm.accelerator.accelerator == "tcg"
+    assert "<vmvc:accelerator>" in xml
+    assert set(vm.tuning) >= {"cpu", "vcpu_pinning", "hugepages", "ksm", "balloon"}
+
+
+def test_memory_from_host_and_guest(vm: Vm) -> None:
+    stats = vm.stats()
+    assert stats["qemu_pss_kib"] > 50_000  # QEMU with a booted guest: tens of MB at least
+    assert stats["qemu_rss_kib"] >= stats["qemu_pss_kib"]
+    assert stats["cgroup_bytes"] is None or stats["cgroup_bytes"] > 0
+    assert stats["libvirt"]["actual"] == 512 * 1024
+    assert 0 < stats["guest_meminfo_kib"]["MemTotal"] <= 512 * 1024
+
+
+def test_the_guest_sees_the_containers_bits(vm: Vm, full_image: ImageArtifacts) -> None:
+    script = guest_source("rootfs-digest.sh").decode()
+    result = vm.exec(["/bin/sh", "-c", script], timeout=600)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == full_image.digest
+
+
+def test_acpi_shutdown_and_three_vms_at_once(full_image: ImageArtifacts) -> None:
+    machines: list[Vm] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            machines.append(boot(config(full_image, memory_mib=256)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not errors, errors
+        assert len({m.name for m in machines}) == 3
+        assert {m.name for m in machines} <= vmvc_domains()
+        seconds = machines[0].shutdown(timeout=60)  # ACPI → acpid → poweroff
+        assert seconds < 60
+    finally:
+        for machine in machines:
+            machine.close()
+    assert not vmvc_domains() & {m.name for m in machines}
+    assert not workdirs() & {m.name for m in machines}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"kernel": Path("/nonexistent/vmlinuz")}, "VM kernel /nonexistent/vmlinuz does not exist"),
+    ({"disk": Path("/nonexistent/disk.ext4")}, "VM disk /nonexistent/disk.ext4 does not exist"),
+    ({"memory_mib": 0}, "VM memory 0 MiB"),
+    ({"uri": "qemu+unix:///system?socket=/nonexistent/sock"}, "cannot connect to libvirt"),
+])
+def test_bad_input_is_one_error_and_leaves_nothing(full_image: ImageArtifacts,
+                                                   change: dict, message: str) -> None:
+    before = (vmvc_domains(), workdirs())
+    settings = {"kernel": full_image.kernel, "initramfs": full_image.initramfs,
+                "disk": full_image.disk, **change}
+    with pytest.raises(VmError, match=message.replace("(", r"\(")) as caught:
+        boot(VmConfig(**settings))
+    assert "\n" not in str(caught.value)
+    assert (vmvc_domains(), workdirs()) == before
+
+
+def test_a_killed_harness_leaves_nothing_after_cleanup(full_image: ImageArtifacts) -> None:
+    harness = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from vmdriver.vm import VmConfig, boot
+        vm = boot(VmConfig(kernel=Path({str(full_image.kernel)!r}),
+                           initramfs=Path({str(full_image.initramfs)!r}),
+                           disk=Path({str(full_image.disk)!r}), memory_mib=256))
+        print(vm.name, flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", harness], stdout=subprocess.PIPE, text=True)
+    try:
+        name = proc.stdout.readline().strip()
+        assert name.startswith(NAME_PREFIX) and name in vmvc_domains()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 20  # auto-destroy: the connection died with the harness
+    while name in vmvc_domains() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert name not in vmvc_domains()
+    out = subprocess.run([sys.executable, "-m", "bench", "cleanup"], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"work dir {WORKDIR / name}" in out
+    assert name not in workdirs()
+    assert not any(name in line for line in os.popen("pgrep -a qemu-system").read().splitlines())
+
+
+def test_forcing_kvm_where_it_does_not_work_fails_cleanly(full_image: ImageArtifacts) -> None:
+    if not Path("/sys/module/kvm_pvm").exists():
+        pytest.skip("only on hosts whose KVM cannot run the guest")
+    before = (vmvc_domains(), workdirs())
+    with pytest.raises(VmError, match="starting vmvc-vm-"):
+        boot(config(full_image, accelerator="kvm", boot_timeout=30))
+    assert (vmvc_domains(), workdirs()) == before
