@@ -43,8 +43,11 @@ def _decode(status: dict, key: str) -> str:
 
 def guest_exec(dom: libvirt.virDomain, argv: list[str], timeout: float = 60.0) -> ExecResult:
     """Run *argv* in the guest and wait for it, at most *timeout* seconds."""
+    if not argv:
+        raise VmError("guest command: nothing to run")
     start = time.monotonic()
-    pid = agent_call(dom, "guest-exec", path=argv[0], arg=argv[1:],
+    # in a session of its own: a timeout kills the whole process group, not just its leader
+    pid = agent_call(dom, "guest-exec", path="/bin/busybox", arg=["setsid", *argv],
                      **{"capture-output": True})["pid"]
     deadline = start + timeout
     delay = POLL_FIRST
@@ -64,11 +67,13 @@ def guest_exec(dom: libvirt.virDomain, argv: list[str], timeout: float = 60.0) -
 
 def _kill(dom: libvirt.virDomain, pid: int, start: float) -> ExecResult:
     """SIGKILL the timed-out command inside the guest, collect what it left."""
-    agent_call(dom, "guest-exec", path="/bin/busybox", arg=["kill", "-9", str(pid)])
+    killer = agent_call(dom, "guest-exec", path="/bin/busybox",
+                        arg=["kill", "-9", "--", f"-{pid}"])["pid"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         status = agent_call(dom, "guest-exec-status", pid=pid)
         if status.get("exited"):
+            agent_call(dom, "guest-exec-status", pid=killer)  # collect the kill itself
             return ExecResult(None if status.get("exitcode") is None else status["exitcode"],
                               _decode(status, "out-data"), _decode(status, "err-data"), True,
                               time.monotonic() - start)

@@ -16,7 +16,10 @@ _loop_running = False
 
 def _run_event_loop() -> None:
     while True:
-        libvirt.virEventRunDefaultImpl()
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:
+            continue
 
 
 def ensure_event_loop() -> None:
@@ -38,5 +41,9 @@ def open_connection(uri: str = DEFAULT_URI) -> libvirt.virConnect:
     except libvirt.libvirtError as exc:
         raise VmError(f"cannot connect to libvirt at {uri}: {exc.get_error_message()} "
                       "(make setup starts libvirtd)") from exc
-    conn.setKeepAlive(5, 3)
+    try:
+        conn.setKeepAlive(5, 3)
+    except libvirt.libvirtError as exc:
+        conn.close()
+        raise VmError(f"libvirt at {uri}: keepalive: {exc.get_error_message()}") from exc
     return conn

@@ -9,6 +9,7 @@ with its serial console, agent socket and marker socket in its own work dir.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -33,13 +34,23 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 PHASES = ("qemu_started", "kernel_started", "init_started", "agent_connected",
           "first_command_done")
 PHASE_EVENTS = {
-    "qemu_started": "create requested → libvirt lifecycle event STARTED (QEMU process up)",
-    "kernel_started": "create requested → first byte of the guest kernel on the serial console",
+    "qemu_started": "create requested → libvirt lifecycle event STARTED (QEMU up and its "
+                    "vCPUs started; about when createXML returns)",
+    "kernel_started": "create requested → first byte of the guest kernel in the serial log "
+                      "file (written through virtlogd)",
     "init_started": "create requested → 'init-started' from the guest init on the "
                     "org.vmvc.marker.0 port, timestamped on the host on arrival",
     "agent_connected": "create requested → libvirt agent lifecycle event CONNECTED",
     "first_command_done": "create requested → guest-exec of /bin/true reported exited",
 }
+
+
+def default_probe_cache() -> Path:
+    """The KVM probe's verdict file, where `vmvc doctor` and `make setup` keep it too
+    (bench.image.cache.default_cache_dir; vmdriver does not import the suite)."""
+    base = os.environ.get("VMVC_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmvc"
+    return Path(base) / "kvm-probe.json"
 
 
 @dataclass
@@ -53,7 +64,7 @@ class VmConfig:
     uri: str = DEFAULT_URI
     cmdline: str = "console=ttyS0 panic=-1"
     boot_timeout: float = 180.0
-    probe_cache: Path | None = None  # where the KVM probe's verdict is kept
+    probe_cache: Path | None = field(default_factory=lambda: default_probe_cache())
 
 
 @dataclass
@@ -81,6 +92,7 @@ class Vm:
     config: VmConfig
     phases: BootPhases
     tuning: dict[str, str] = field(default_factory=dict)
+    lock_fd: int = -1  # held while this process owns the VM (see cleanup)
 
     @property
     def label(self) -> str:
@@ -106,15 +118,18 @@ class Vm:
         guest_meminfo_kib: MemTotal/MemAvailable from the guest's /proc/meminfo (agent).
         """
         pid = self.qemu_pid()
-        rollup = _kib_fields(Path(f"/proc/{pid}/smaps_rollup").read_text())
-        meminfo = self.exec(["/bin/cat", "/proc/meminfo"], timeout=30).stdout
-        guest = _kib_fields(meminfo)
+        try:
+            rollup = _kib_fields(Path(f"/proc/{pid}/smaps_rollup").read_text())
+            balloon = dict(self.domain.memoryStats())
+        except (OSError, libvirt.libvirtError) as exc:
+            raise VmError(f"{self.name}: memory readings: {exc}") from exc
+        guest = _kib_fields(self.exec(["/bin/cat", "/proc/meminfo"], timeout=30).stdout)
         return {
             "qemu_pid": pid,
             "qemu_pss_kib": rollup.get("Pss"),
             "qemu_rss_kib": rollup.get("Rss"),
             "cgroup_bytes": _memory_cgroup_usage(pid),
-            "libvirt": dict(self.domain.memoryStats()),
+            "libvirt": balloon,
             "guest_meminfo_kib": {k: guest.get(k) for k in ("MemTotal", "MemAvailable",
                                                             "MemFree")},
             "configured_mib": self.config.memory_mib,
@@ -130,10 +145,19 @@ class Vm:
         while time.monotonic() - start < timeout:
             if not self._exists():
                 seconds = time.monotonic() - start
+                clean = "vmvc-guest: poweroff" in self._serial()
                 self._remove_workdir()
+                if not clean:  # gone, but not by its own poweroff: not a clean shutdown
+                    raise VmError(f"{self.name} vanished without powering itself off")
                 return seconds
             time.sleep(0.01)
         raise VmError(f"{self.name} did not power off within {timeout:.0f} s of ACPI shutdown")
+
+    def _serial(self) -> str:
+        try:
+            return (self.workdir / "serial.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def destroy(self) -> float:
         """Pull the plug: seconds until the domain is gone."""
@@ -159,11 +183,16 @@ class Vm:
         try:
             self.conn.lookupByName(self.name)
             return True
-        except libvirt.libvirtError:
-            return False
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise VmError(f"{self.name}: libvirt: {exc.get_error_message()}") from exc
 
     def _remove_workdir(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
     def __enter__(self) -> Vm:
         return self
@@ -201,22 +230,39 @@ def choose_accelerator(config: VmConfig) -> KvmVerdict:
 
 
 class _Watch:
-    """Host-side timestamps of the boot: lifecycle/agent events, serial output, marker."""
+    """Host-side timestamps of a boot: lifecycle/agent events, serial output, marker line."""
 
-    def __init__(self, name: str, start: float, serial: Path, marker: Path) -> None:
-        self.name, self.start = name, start
+    def __init__(self, name: str, serial: Path, marker: Path) -> None:
+        self.name = name
+        self.start = 0.0
         self.times: dict[str, float] = {}
         self.done = threading.Event()
         self.serial, self.marker = serial, marker
         self.threads = [threading.Thread(target=self._watch_serial, daemon=True),
                         threading.Thread(target=self._watch_marker, daemon=True)]
 
+    def begin(self) -> None:
+        """"Create requested": the zero of every phase, then watch."""
+        self.start = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(timeout=2)
+
     def note(self, phase: str) -> None:
         self.times.setdefault(phase, time.monotonic() - self.start)
 
     def on_lifecycle(self, _conn, dom, event: int, _detail: int, _opaque) -> None:
-        if dom.name() == self.name and event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+        if dom.name() != self.name:
+            return
+        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
             self.note("qemu_started")
+        elif event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            self.note("stopped")
 
     def on_agent(self, _conn, dom, state: int, _reason: int, _opaque) -> None:
         if dom.name() == self.name and \
@@ -224,7 +270,7 @@ class _Watch:
             self.note("agent_connected")
 
     def _watch_serial(self) -> None:
-        while not self.done.is_set() and "kernel_started" not in self.times:
+        while not self.done.is_set():
             try:
                 if self.serial.stat().st_size > 0:
                     self.note("kernel_started")
@@ -234,8 +280,7 @@ class _Watch:
             time.sleep(0.002)
 
     def _watch_marker(self) -> None:
-        sock = socket.socket(socket.AF_UNIX)
-        try:
+        with socket.socket(socket.AF_UNIX) as sock:
             while not self.done.is_set():
                 try:
                     sock.connect(str(self.marker))
@@ -256,9 +301,37 @@ class _Watch:
                 buffer += chunk
                 if b"init-started" in buffer:
                     self.note("init_started")
+                if b"no-agent" in buffer:
+                    self.note("no_agent")
                     return
-        finally:
-            sock.close()
+
+
+def _create_overlay(disk: Path, overlay: Path) -> None:
+    try:
+        proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                               str(Path(disk).resolve()), str(overlay)],
+                              capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise VmError("qemu-img not found: install qemu-utils (make setup)") from exc
+    if proc.returncode != 0:
+        raise VmError(f"qemu-img create of the overlay failed: {_one_line(proc.stderr)}")
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _claim_workdir(workdir: Path) -> int:
+    """Make the VM's work dir and hold a lock on it for the VM's life: ``cleanup`` leaves
+    a locked dir (its owner is alive) alone; the lock goes with the owner's death."""
+    try:
+        workdir.mkdir(parents=True, mode=0o755)
+        fd = os.open(workdir / "owner.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise VmError(f"cannot make the VM work dir {workdir}: {exc.strerror}") from exc
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def boot(config: VmConfig) -> Vm:
@@ -271,14 +344,11 @@ def boot(config: VmConfig) -> Vm:
     callbacks: list[int] = []
     dom = None
     watch = None
+    lock_fd = -1
     try:
-        workdir.mkdir(parents=True, mode=0o755)
+        lock_fd = _claim_workdir(workdir)
         overlay = workdir / "disk.qcow2"
-        proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                               str(Path(config.disk).resolve()), str(overlay)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise VmError(f"qemu-img create of the overlay failed: {proc.stderr.strip()}")
+        _create_overlay(config.disk, overlay)
         xml = _render_xml(
             domain_type=verdict.libvirt_domain_type, name=name, accelerator=verdict.accelerator,
             workdir=workdir, memory_mib=config.memory_mib, vcpus=config.vcpus,
@@ -286,30 +356,28 @@ def boot(config: VmConfig) -> Vm:
             cmdline=config.cmdline, emulator=QEMU, overlay=overlay,
             serial_log=workdir / "serial.log", agent_socket=workdir / "agent.sock",
             marker_socket=workdir / "marker.sock")
-        start = time.monotonic()
-        watch = _Watch(name, start, workdir / "serial.log", workdir / "marker.sock")
-        callbacks.append(conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, watch.on_lifecycle, None))
-        callbacks.append(conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, watch.on_agent, None))
-        for thread in watch.threads:
-            thread.start()
+        watch = _Watch(name, workdir / "serial.log", workdir / "marker.sock")
+        try:
+            callbacks.append(conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, watch.on_lifecycle, None))
+            callbacks.append(conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, watch.on_agent, None))
+        except libvirt.libvirtError as exc:
+            raise VmError(f"libvirt events: {exc.get_error_message()}") from exc
+        watch.begin()
         try:
             dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
         except libvirt.libvirtError as exc:
-            raise VmError(f"starting {name}: {exc.get_error_message()}") from exc
-        create_call = time.monotonic() - start
+            raise VmError(f"starting {name}: {_one_line(exc.get_error_message())}") from exc
+        create_call = time.monotonic() - watch.start
         vm = Vm(name, dom, conn, workdir, verdict, config, BootPhases(create_call=create_call),
                 tuning={"cpu": "host-passthrough" if verdict.accelerator == "kvm"
                         else "qemu default (TCG)", "vcpu_pinning": "none", "hugepages": "no",
-                        "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s"})
-        deadline = start + config.boot_timeout
-        while "agent_connected" not in watch.times:
-            if time.monotonic() > deadline:
-                raise VmError(f"{name}: the guest agent did not connect within "
-                              f"{config.boot_timeout:.0f} s (serial log: {_tail(workdir)})")
-            time.sleep(0.005)
-        result = vm.exec(["/bin/true"], timeout=max(5.0, deadline - time.monotonic()))
+                        "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s"},
+                lock_fd=lock_fd)
+        _wait_for_agent(watch, name, workdir, watch.start + config.boot_timeout)
+        result = vm.exec(["/bin/true"],
+                         timeout=max(5.0, watch.start + config.boot_timeout - time.monotonic()))
         watch.note("first_command_done")
         if result.exit_code != 0:
             raise VmError(f"{name}: /bin/true in the guest exited {result.exit_code}")
@@ -320,15 +388,36 @@ def boot(config: VmConfig) -> Vm:
         if dom is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
+        _release(callbacks, conn, watch)
+        callbacks = []
         shutil.rmtree(workdir, ignore_errors=True)
+        if lock_fd >= 0:
+            os.close(lock_fd)
         conn.close()
         raise
     finally:
-        if watch is not None:
-            watch.done.set()
-        for callback in callbacks:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.domainEventDeregisterAny(callback)
+        _release(callbacks, conn, watch)
+
+
+def _release(callbacks: list[int], conn: libvirt.virConnect, watch: _Watch | None) -> None:
+    """Deregister the boot's event callbacks (before any close) and stop its watchers."""
+    for callback in callbacks:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(callback)
+    if watch is not None:
+        watch.finish()
+
+
+def _wait_for_agent(watch: _Watch, name: str, workdir: Path, deadline: float) -> None:
+    while "agent_connected" not in watch.times:
+        if "stopped" in watch.times:
+            raise VmError(f"{name} stopped while booting (serial log: {_tail(workdir)})")
+        if "no_agent" in watch.times:
+            raise VmError(f"{name}: the image has no guest agent (the guest init said so)")
+        if time.monotonic() > deadline:
+            raise VmError(f"{name}: the guest agent did not connect within "
+                          f"{deadline - watch.start:.0f} s (serial log: {_tail(workdir)})")
+        time.sleep(0.005)
 
 
 def _tail(workdir: Path) -> str:
@@ -374,28 +463,43 @@ def _memory_cgroup_usage(pid: int) -> int | None:
     return None
 
 
-def cleanup(uri: str = DEFAULT_URI) -> list[str]:
-    """Remove what a killed run left: vmvc domains, and work dirs of VMs that are gone."""
-    removed = []
+def _owner_alive(workdir: Path) -> bool:
+    """Is the process that booted this VM still holding its work dir's lock?"""
     try:
-        conn = open_connection(uri)
-    except VmError:
-        conn = None
-    alive = set()
-    if conn is not None:
-        try:
-            for dom in conn.listAllDomains():
-                if dom.name().startswith(NAME_PREFIX):
-                    try:
-                        dom.destroy()
-                        removed.append(f"domain {dom.name()}")
-                    except libvirt.libvirtError:
-                        alive.add(dom.name())
-        finally:
-            conn.close()
-    if WORKDIR.is_dir():
-        for workdir in WORKDIR.iterdir():
-            if workdir.name.startswith(NAME_PREFIX) and workdir.name not in alive:
-                shutil.rmtree(workdir, ignore_errors=True)
-                removed.append(f"work dir {workdir}")
+        fd = os.open(workdir / "owner.lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def cleanup(uri: str = DEFAULT_URI) -> list[str]:
+    """Remove what a killed run left: vmvc domains and work dirs whose owner is gone.
+
+    VMs of a live process (it holds its work dir's lock) are left alone; without libvirt
+    nothing is touched (a work dir could belong to a VM we cannot see).
+    """
+    removed = []
+    conn = open_connection(uri)
+    try:
+        names = {d.name(): d for d in conn.listAllDomains() if d.name().startswith(NAME_PREFIX)}
+        for name, dom in names.items():
+            if not _owner_alive(WORKDIR / name):
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.destroy()
+                    removed.append(f"domain {name}")
+        if WORKDIR.is_dir():
+            for workdir in WORKDIR.iterdir():
+                if workdir.name.startswith(NAME_PREFIX) and not _owner_alive(workdir):
+                    if workdir.name in names and names[workdir.name].isActive():
+                        continue
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    removed.append(f"work dir {workdir}")
+    finally:
+        conn.close()
     return removed

@@ -30,9 +30,15 @@ name_ports() {
     $bb ln -sf "../${port##*/}" "/dev/virtio-ports/$($bb cat "$port/name")"
   done
 }
+ports_named() {  # every virtio-serial port registered and named (names arrive late)
+  [ -n "$($bb ls /sys/class/virtio-ports 2>/dev/null)" ] || return 1
+  for port in /sys/class/virtio-ports/*; do
+    [ -s "$port/name" ] || return 1
+  done
+}
 if [ -n "$($bb ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | $bb grep virtio)" ]; then
   tries=0
-  while [ -z "$($bb ls /sys/class/virtio-ports 2>/dev/null)" ] && [ $tries -lt 60 ]; do
+  until ports_named || [ $tries -ge 60 ]; do  # at most 3 s
     tries=$((tries + 1))
     $bb sleep 0.05
   done
@@ -52,16 +58,18 @@ mark init-started
 $bb acpid -c /usr/local/share/vmvc/acpi -l /run/acpid.log -p /run/acpid.pid 2>/dev/null
 
 agent_port=/dev/virtio-ports/org.qemu.guest_agent.0
-said=no
+if ! command -v qemu-ga > /dev/null || [ ! -d /sys/class/virtio-ports ]; then
+  mark "no-agent"
+  while :; do
+    $bb sleep 3600 &
+    wait $!  # orphans are reaped meanwhile
+  done
+fi
 while :; do
   name_ports
-  if command -v qemu-ga > /dev/null && [ -c "$agent_port" ]; then
+  if [ -c "$agent_port" ]; then
     qemu-ga --method=virtio-serial --path="$agent_port" &
-  else
-    [ $said = yes ] || mark "no-agent"
-    said=yes
-    $bb sleep 5 &
+    wait $!  # returns when the agent ends (it is restarted); orphans are reaped meanwhile
   fi
-  wait $!  # returns when the agent (or the sleep) ends; orphans are reaped meanwhile
-  $bb sleep 1
+  $bb sleep 0.05
 done
