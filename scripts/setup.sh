@@ -126,7 +126,7 @@ configure_qemu_user() {
 start_libvirt() {
   local accel hide=no pid restart=no
   configure_qemu_user && restart=yes
-  accel=$(.venv/bin/python -m bench.host_checks accelerator)
+  accel=$(env -u VMVC_ACCEL .venv/bin/python -m bench.host_checks accelerator)  # the probe, not an override
   [ "$accel" = tcg ] && [ -e /dev/kvm ] && hide=yes
   if [ -d /run/systemd/system ]; then
     local dropin=/etc/systemd/system/libvirtd.service.d/vmvc-hide-kvm.conf
