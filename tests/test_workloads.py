@@ -1,0 +1,107 @@
+"""Workloads: the six built-ins run for real (in a container of the full image) and give a
+figure; the README's worked example is loaded from the README and run; bad files are one
+line naming the file and the field."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.errors import VmvcError
+from bench.image.build import ImageArtifacts
+from bench.workloads import Workload, load_workloads
+from bench.workloads.spec import UNITS, parse_workload
+from runtime.container import Runtime
+from runtime.spec import default_spec
+
+REPO = Path(__file__).resolve().parent.parent
+BUILTIN = ("cpu", "memory", "syscall", "fork", "disk", "net")
+
+
+def run_in_container(workload: Workload, image: ImageArtifacts, tmp_path: Path) -> float:
+    """Setup then command, in one container of the image; the figure from its output."""
+    steps = ([workload.argv("quick", workload.setup)] if workload.setup else []) + \
+        [workload.argv("quick")]
+    config = default_spec(["/bin/sh", "-c", " && ".join(shlex.join(s) for s in steps)])
+    config["root"]["readonly"] = False
+    runtime = Runtime(root=tmp_path / "state", data=tmp_path / "data")
+    output = tmp_path / f"{workload.name}.out"
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        start = time.monotonic()
+        code = runtime.run(f"vmvc-wl-{workload.name}", tmp_path, config,
+                           image=image.oci_layout, stdio=(fd, fd, fd))
+        wall = time.monotonic() - start
+    finally:
+        os.close(fd)
+    text = output.read_text()
+    assert code == 0, text[-500:]
+    return workload.figure.read(text, wall)
+
+
+def test_the_six_builtins_are_there() -> None:
+    workloads = load_workloads()
+    assert set(BUILTIN) <= set(workloads)
+    for name in BUILTIN:
+        assert workloads[name].figure.unit in UNITS and workloads[name].figure.higher_is_better
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_runs_and_gives_its_figure(name: str, full_image: ImageArtifacts,
+                                          tmp_path: Path) -> None:
+    figure = run_in_container(load_workloads()[name], full_image, tmp_path)
+    assert figure > 0
+
+
+def test_readme_worked_example(full_image: ImageArtifacts, tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Workloads"):]
+    example = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    workloads_dir = tmp_path / "workloads"
+    workloads_dir.mkdir()
+    (workloads_dir / "gzip.toml").write_text(example)
+    workload = load_workloads([workloads_dir])["gzip"]
+    assert workload.figure.kind == "wall" and workload.argv("quick")[-1].startswith("head -c 1")
+    milliseconds = run_in_container(workload, full_image, tmp_path)
+    assert 0 < milliseconds < 60_000
+
+
+GOOD = '''name = "x"
+command = ["true"]
+[figure]
+kind = "regex"
+regex = '([0-9]+)'
+unit = "ops/s"
+higher_is_better = true
+'''
+BAD = {
+    "bad-regex": (GOOD.replace("'([0-9]+)'", "'([0-9]+'"), "figure.regex"),
+    "no-group": (GOOD.replace("'([0-9]+)'", "'[0-9]+'"), "figure.regex"),
+    "missing-command": (GOOD.replace('command = ["true"]\n', ""), "command: missing"),
+    "unknown-unit": (GOOD.replace('"ops/s"', '"furlongs"'), "figure.unit"),
+    "unknown-field": ("speed = 3\n" + GOOD, "speed: unknown field"),
+    "placeholder-without-param": (GOOD.replace('["true"]', '["sleep", "{n}"]'), "command"),
+    "param-without-suite": (GOOD + "[params.n]\nquick = 1\n", "params.n"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_workload_file_names_file_and_field(case: str, tmp_path: Path) -> None:
+    text, field = BAD[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(text)
+    with pytest.raises(VmvcError) as caught:
+        parse_workload(path)
+    message = str(caught.value)
+    assert str(path) in message and field in message and "\n" not in message
+
+
+def test_the_good_file_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    assert parse_workload(path).figure.read("rate 42 ok", 0) == 42
