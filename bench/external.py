@@ -69,11 +69,16 @@ def run_tool(
     except subprocess.TimeoutExpired as exc:
         raise VmvcError(f"{step}: {argv[0]} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        detail = last_error_line(proc.stderr or proc.stdout)
-        if space_check is not None and (is_full(space_check) or "No space left" in proc.stderr):
-            detail = f"no space left on device in {space_check}"
-        raise VmvcError(f"{step} failed: {detail}")
+        raise _failure(step, proc.stderr or proc.stdout, space_check)
     return proc.stdout
+
+
+def _failure(step: str, output: str, space_check: Path | None) -> VmvcError:
+    """One line: the step and the tool's telling line, or a full disk said plainly."""
+    detail = last_error_line(output)
+    if space_check is not None and (is_full(space_check) or "No space left" in output):
+        detail = f"no space left on device in {space_check}"
+    return VmvcError(f"{step} failed: {detail}")
 
 
 def is_full(directory: Path, reserve: int = 4 << 20) -> bool:
@@ -116,7 +121,4 @@ def run_streaming(
         raise
     returncode = proc.wait()
     if returncode != 0:
-        detail = last_error_line("".join(tail))
-        if space_check is not None and (is_full(space_check) or "No space left" in "".join(tail)):
-            detail = f"no space left on device in {space_check}"
-        raise VmvcError(f"{step} failed: {detail}")
+        raise _failure(step, "".join(tail), space_check)

@@ -241,7 +241,7 @@ class Runtime:
             kill_if_alive(state, SIGKILL)
         _kill_cgroup(cgroup)
         _reap_quietly(state.pid)
-        _remove_cgroup(cgroup)
+        cgroup.delete()
         if state.network.get("mode") == "bridge":
             self._unplug(container_id)
         _rmtree(state.data_dir)

@@ -15,8 +15,6 @@ from runtime.errors import ContainerError
 BRIDGE = "vmvc0"
 SUBNET = ipaddress.IPv4Network("10.88.0.0/16")
 GATEWAY = SUBNET.network_address + 1  # the bridge's own address
-MODES = ("none", "bridge")
-ANNOTATION = "org.vmvc.network"
 
 
 def host_veth_name(container_id: str) -> str:

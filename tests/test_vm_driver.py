@@ -20,7 +20,7 @@ import pytest
 from bench.image.build import ImageArtifacts
 from bench.image.initramfs import guest_source
 from vmdriver.errors import VmError
-from vmdriver.vm import NAME_PREFIX, PHASES, WORKDIR, Vm, VmConfig, boot
+from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, WORKDIR, Vm, VmConfig, boot
 
 
 def vmvc_domains() -> set[str]:
@@ -69,6 +69,8 @@ def test_boot_phases_are_ordered(vm: Vm) -> None:
     assert all(v is not None and v > 0 for v in values), phases
     assert values == sorted(values), phases
     assert phases["create_call"] <= phases["agent_connected"]
+    assert set(PHASE_EVENTS) == set(PHASES)  # each phase states its clock and events
+    assert all("create requested →" in PHASE_EVENTS[name] for name in PHASES)
 
 
 def test_accelerator_is_chosen_and_labelled(vm: Vm) -> None:
