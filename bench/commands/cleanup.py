@@ -1,5 +1,5 @@
 """``vmvc cleanup``: remove whatever a killed run left (VMs, their overlays and sockets,
-containers, cgroups, the suite's bridge)."""
+containers of every runtime, cgroups, overlay mounts, bare instances, the suite's bridge)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.backends.cleanup import cleanup as cleanup_bench
+    from bench.harness.runner import BENCH_WORKDIR
     from runtime.cleanup import cleanup as cleanup_containers
     from runtime.container import DEFAULT_ROOT
     from vmdriver.vm import cleanup as cleanup_vms
 
-    removed = cleanup_vms(args.uri) + cleanup_containers(args.runtime_root or DEFAULT_ROOT)
+    removed = cleanup_vms(args.uri) + cleanup_bench(BENCH_WORKDIR) + \
+        cleanup_containers(args.runtime_root or DEFAULT_ROOT)
     for item in removed:
         print(f"removed {item}")
     print(f"{len(removed)} item(s) removed" if removed else "nothing to clean up")

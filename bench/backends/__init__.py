@@ -1,0 +1,22 @@
+"""Backends: the ways the harness runs the image (one interface, bench.backends.base)."""
+
+from __future__ import annotations
+
+from bench.backends.bare import BareBackend
+from bench.backends.base import Backend, BackendContext, Instance, Limits
+from bench.backends.builtin import BuiltinBackend
+from bench.backends.builtin_cli import BuiltinCliBackend
+from bench.backends.crun import CrunBackend
+from bench.backends.runc import RuncBackend
+from bench.backends.vm import VmBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (BareBackend, BuiltinBackend, BuiltinCliBackend, RuncBackend,
+                              CrunBackend, VmBackend)
+}
+
+__all__ = ["BACKENDS", "Backend", "BackendContext", "Instance", "Limits", "make_backend"]
+
+
+def make_backend(name: str, context: BackendContext) -> Backend:
+    return BACKENDS[name](context)

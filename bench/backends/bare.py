@@ -1,0 +1,171 @@
+"""``bare``: the baseline, a plain host process running the image's own binaries.
+
+Each command runs chrooted into the image's unpacked layer (the same bits as every other
+backend) in a private mount namespace that only binds the host's /proc, /dev and /sys in
+and the instance's scratch dirs over /tmp and /var/tmp (on the host file system, so the
+image is never written). No other namespace, no cgroup, no seccomp, no capability dropped:
+the host's network (iperf3 over the host's loopback), PIDs and scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.backends.base import (
+    ENV,
+    IDLE,
+    Backend,
+    ExecOutcome,
+    Instance,
+    MemoryReading,
+    check_exit,
+    pss_bytes,
+    read_first_line,
+)
+from bench.backends.oci_bundle import image_layers
+from bench.errors import VmvcError
+from runtime.container import DEFAULT_DATA
+from runtime.linux import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, Linux
+
+MARK = "VMVC_BARE_INSTANCE"  # in every process's environment: how stop() finds daemons
+MEMORY_DEFINITION = "PSS of the instance's processes (/proc/PID/smaps_rollup)"
+
+
+def _enter_image(root: str, scratch: str) -> None:
+    """In the forked child before exec: private mounts, host dirs bound in, chroot."""
+    linux = Linux()
+    linux.unshare(CLONE_NEWNS)
+    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for source, target in (("/proc", "proc"), ("/dev", "dev"), ("/sys", "sys"),
+                           (f"{scratch}/tmp", "tmp"), (f"{scratch}/var-tmp", "var/tmp")):
+        linux.mount(source, f"{root}/{target}", None, MS_BIND | MS_REC)
+    linux.mount(None, f"{root}/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    os.chroot(root)
+    os.chdir("/")
+
+
+class BareInstance(Instance):
+    def __init__(self, backend: BareBackend) -> None:
+        self.backend = backend
+        self.id = f"bare-{uuid.uuid4().hex[:10]}"
+        self.scratch = backend.context.workdir / self.id
+        for sub in ("tmp", "var-tmp"):
+            (self.scratch / sub).mkdir(parents=True)
+            os.chmod(self.scratch / sub, 0o1777)
+        self.main: subprocess.Popen | None = None
+
+    def popen(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
+        env = dict(item.split("=", 1) for item in ENV)
+        env[MARK] = self.id
+        root, scratch = str(self.backend.root()), str(self.scratch)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                env=env, close_fds=True,
+                                preexec_fn=lambda: _enter_image(root, scratch))
+
+    def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
+        with tempfile.TemporaryFile() as out:
+            start = time.monotonic()
+            proc = self.popen(argv, out.fileno(), out.fileno())
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.wait()
+                raise VmvcError(f"bare: {' '.join(argv)} still running after {timeout:.0f} s") \
+                    from exc
+            seconds = time.monotonic() - start
+            out.seek(0)
+            return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
+
+    def pids(self) -> list[int]:
+        """Every live process of this instance, daemons included (by its environment mark)."""
+        mark = f"{MARK}={self.id}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if mark in (entry / "environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    def memory(self) -> MemoryReading:
+        parts = {str(pid): pss_bytes(pid) for pid in self.pids()}
+        return MemoryReading(sum(parts.values()), MEMORY_DEFINITION, parts)
+
+    def stop(self) -> None:
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if self.main is not None:
+                self.main.wait()
+            time.sleep(0.01)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class BareBackend(Backend):
+    memory_definition = MEMORY_DEFINITION
+    name = "bare"
+    kind = "host"
+    startup_definition = ("fork → private mount ns, chroot into the image's layer → exec; "
+                          "waitpid returns the exit of `true`")
+    ready_definition = "fork → chroot → exec → the first line read from its stdout"
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self._root: Path | None = None
+
+    def root(self) -> Path:
+        if self._root is None:
+            layers = image_layers(self.context.oci_layout, Path(DEFAULT_DATA, "layers"))
+            if len(layers) != 1:
+                raise VmvcError(f"bare: the image has {len(layers)} layers; the bare backend "
+                                "runs single-layer images (vmvc's own)")
+            self._root = layers[0]
+        return self._root
+
+    def start(self, argv: list[str] = IDLE) -> Instance:
+        instance = BareInstance(self)
+        try:
+            instance.main = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
+        except BaseException:
+            instance.stop()
+            raise
+        return instance
+
+    def time_to_exit(self, argv: list[str]) -> float:
+        with BareInstance(self) as instance:
+            start = time.monotonic()
+            proc = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
+            code = proc.wait(60)
+            seconds = time.monotonic() - start
+        check_exit("bare", argv, code)
+        return seconds
+
+    def time_to_ready(self, argv: list[str]) -> float:
+        with BareInstance(self) as instance:
+            read_fd, write_fd = os.pipe()
+            try:
+                start = time.monotonic()
+                instance.main = instance.popen(argv, write_fd, write_fd)
+                os.close(write_fd)
+                write_fd = -1
+                read_first_line(read_fd, start + 60, "bare")
+                return time.monotonic() - start
+            finally:
+                os.close(read_fd)
+                if write_fd >= 0:
+                    os.close(write_fd)

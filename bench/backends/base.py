@@ -1,0 +1,172 @@
+"""The one interface every backend implements: start an instance of the image, run a
+command in it, read its host memory cost, stop it; and the two startup measurements.
+
+A backend says *how* to get a process running the image's binaries (a host process, a
+container by some runtime, a VM); the harness says *what* to measure. Every reading carries
+its own definition, recorded with the result.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import VmvcError
+
+IDLE = ["sleep", "1000000"]
+READY = ["/bin/sh", "-c", "echo ready; exec sleep 1000000"]
+ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied to container instances (None: unlimited, like bare)."""
+
+    cpus: float | None = None  # CFS quota as a fraction of one CPU per period
+    memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What every backend needs: the image, where to keep its state, the limits."""
+
+    oci_layout: Path
+    disk: Path
+    kernel: Path
+    initramfs: Path
+    workdir: Path  # this run's scratch space (bundles, overlays, bare scratch dirs)
+    limits: Limits = field(default_factory=Limits)
+    vm_memory_mib: int = 512
+    vm_vcpus: int = 1
+
+
+@dataclass(frozen=True)
+class ExecOutcome:
+    exit_code: int | None
+    output: str  # stdout then stderr
+    seconds: float  # wall time from "run requested" to its exit, on the host's monotonic clock
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    bytes: int
+    definition: str
+    parts: dict[str, int] = field(default_factory=dict)
+
+
+class Instance(ABC):
+    """A running instance of the image, idle until told to run something."""
+
+    @abstractmethod
+    def exec(self, argv: list[str], timeout: float) -> ExecOutcome: ...
+
+    @abstractmethod
+    def memory(self) -> MemoryReading: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop and remove it, with everything it made (idempotent)."""
+
+    def __enter__(self) -> Instance:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class Backend(ABC):
+    name: str = ""
+    kind: str = ""  # host | container | vm
+    startup_definition = ""
+    ready_definition = ""
+    memory_definition = ""
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (None: it can)."""
+        return None
+
+    @abstractmethod
+    def start(self, argv: list[str] = IDLE) -> Instance:
+        """An instance running *argv* (by default idle), returned once it runs."""
+
+    @abstractmethod
+    def time_to_exit(self, argv: list[str]) -> float:
+        """Seconds from "start requested" to the observed exit of *argv* in a new instance
+        (cleanup afterwards, untimed)."""
+
+    @abstractmethod
+    def time_to_ready(self, argv: list[str]) -> float:
+        """Seconds from "start requested" to the first output line of a long-running *argv*
+        in a new instance (stopped afterwards, untimed)."""
+
+    def close(self) -> None:  # noqa: B027 (most backends keep nothing)
+        """Release what the backend keeps between instances."""
+
+
+def read_first_line(fd: int, deadline: float, what: str) -> None:
+    """Block until a whole line arrives on *fd* (a pipe), or fail by the deadline."""
+    buffer = b""
+    while b"\n" not in buffer:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise VmvcError(f"{what}: no output line within the timeout")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise VmvcError(f"{what}: exited before printing a line")
+            buffer += chunk
+
+
+def wait_exit(pid: int, deadline: float, what: str) -> int | None:
+    """Wait for *pid* to exit (child or not, through a pidfd); its status if it is ours."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = -1
+    try:
+        if pidfd >= 0:
+            ready, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise VmvcError(f"{what}: still running at the timeout")
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            return None
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (shared pages split among their users)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise VmvcError(f"process {pid}: no Pss in smaps_rollup")
+
+
+def cgroup_memory_bytes(pid: int) -> int:
+    """Bytes charged to the memory cgroup of *pid* (v1 usage_in_bytes or v2 current)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return int((Path("/sys/fs/cgroup/memory") / path.lstrip("/") /
+                        "memory.usage_in_bytes").read_text())
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return int((Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.current").read_text())
+    raise VmvcError(f"process {pid}: no memory cgroup")
+
+
+def check_exit(backend: str, argv: list[str], code: int | None) -> None:
+    """A startup command must succeed (None: not our child, the status is not ours to see)."""
+    if code not in (0, None):
+        raise VmvcError(f"{backend}: {' '.join(argv)} exited {code}")

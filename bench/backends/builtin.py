@@ -1,0 +1,128 @@
+"""``builtin``: the suite's own runtime through its library API (runtime.container), in the
+harness's process: no runtime CLI is started per container."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+from bench.backends.base import (
+    IDLE,
+    Backend,
+    ExecOutcome,
+    Instance,
+    MemoryReading,
+    cgroup_memory_bytes,
+    check_exit,
+    read_first_line,
+    wait_exit,
+)
+from bench.backends.oci_bundle import container_config, new_id
+from runtime.container import Runtime
+
+MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
+                     "and kernel memory charged to it); no runtime process stays behind")
+
+
+class BuiltinInstance(Instance):
+    def __init__(self, backend: BuiltinBackend, container_id: str, pid: int) -> None:
+        self.backend, self.id, self.pid = backend, container_id, pid
+        self.stopped = False
+
+    def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
+        runtime = self.backend.runtime
+        # past the timeout every process of the container goes (the instance with them)
+        timer = threading.Timer(timeout, lambda: runtime.kill(self.id, 9, every_process=True))
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            with tempfile.TemporaryFile() as out:
+                timer.start()
+                start = time.monotonic()
+                code = runtime.exec(self.id, argv, stdio=(null, out.fileno(), out.fileno()))
+                seconds = time.monotonic() - start
+                out.seek(0)
+                return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
+        finally:
+            timer.cancel()
+            os.close(null)
+
+    def memory(self) -> MemoryReading:
+        used = cgroup_memory_bytes(self.pid)
+        return MemoryReading(used, MEMORY_DEFINITION, {"cgroup": used})
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.backend.runtime.delete(self.id, force=True)
+
+
+class BuiltinBackend(Backend):
+    memory_definition = MEMORY_DEFINITION
+    name = "builtin"
+    kind = "container"
+    startup_definition = ("Runtime.create (overlayfs root, cgroups, namespaces, seccomp) → "
+                          "start → waitpid returns the exit of `true`; delete untimed")
+    ready_definition = "Runtime.create → start → the first line read from the container's stdout"
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.runtime = Runtime()
+
+    def _create(self, argv: list[str], stdio: tuple[int, int, int]) -> tuple[str, int]:
+        container_id = new_id()
+        state = self.runtime.create(container_id, self.context.workdir,
+                                    container_config(argv, container_id, self.context.limits),
+                                    image=self.context.oci_layout, stdio=stdio)
+        return container_id, state.pid
+
+    def start(self, argv: list[str] = IDLE) -> Instance:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            container_id, pid = self._create(argv, (null, null, null))
+        finally:
+            os.close(null)
+        instance = BuiltinInstance(self, container_id, pid)
+        try:
+            self.runtime.start(container_id)
+        except BaseException:
+            instance.stop()
+            raise
+        return instance
+
+    def time_to_exit(self, argv: list[str]) -> float:
+        null = os.open(os.devnull, os.O_RDWR)
+        container_id = None
+        try:
+            start = time.monotonic()
+            container_id, pid = self._create(argv, (null, null, null))
+            self.runtime.start(container_id)
+            code = wait_exit(pid, start + 60, f"builtin container {container_id}")
+            seconds = time.monotonic() - start
+        finally:
+            os.close(null)
+            if container_id is not None:
+                self.runtime.delete(container_id, force=True)
+        check_exit("builtin", argv, code)
+        return seconds
+
+    def time_to_ready(self, argv: list[str]) -> float:
+        read_fd, write_fd = os.pipe()
+        null = os.open(os.devnull, os.O_RDWR)
+        container_id = None
+        try:
+            start = time.monotonic()
+            container_id, _ = self._create(argv, (null, write_fd, write_fd))
+            os.close(write_fd)
+            write_fd = -1
+            self.runtime.start(container_id)
+            read_first_line(read_fd, start + 60, f"builtin container {container_id}")
+            return time.monotonic() - start
+        finally:
+            for fd in (read_fd, write_fd, null):
+                if fd >= 0:
+                    os.close(fd)
+            if container_id is not None:
+                self.runtime.delete(container_id, force=True)
+

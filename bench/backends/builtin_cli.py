@@ -1,0 +1,19 @@
+"""``builtin-cli``: the suite's own runtime through its runc-compatible CLI,
+``vmvc-runtime`` (one Python process per command, as an engine would run it)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from bench.backends.oci_cli import OciCliBackend
+
+
+class BuiltinCliBackend(OciCliBackend):
+    name = "builtin-cli"
+    mounts_rootfs = False  # vmvc-runtime mounts the image named in the config's annotation
+
+    def binary(self) -> str | None:
+        beside = Path(sys.executable).parent / "vmvc-runtime"
+        return str(beside) if beside.exists() else shutil.which("vmvc-runtime")

@@ -1,0 +1,72 @@
+"""What a killed run of the harness can leave of its own, removed: runc/crun/vmvc-runtime
+containers under the harness's state roots, overlay roots it mounted for them, bare
+instances' processes and scratch dirs. (The built-in library's containers and the VMs are
+cleaned by runtime.cleanup and vmdriver.)"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from bench.backends.bare import MARK
+from bench.backends.oci_cli import BUNDLES, STATE_ROOT
+from runtime.linux import MNT_DETACH, Linux
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path)
+    return any(line.split()[4] == target
+               for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def cleanup(workdir: Path) -> list[str]:
+    removed = []
+    if STATE_ROOT.is_dir():
+        for root in sorted(STATE_ROOT.iterdir()):
+            if root.name == "builtin-cli":
+                from runtime.cleanup import cleanup as cleanup_containers
+
+                removed += [f"{item} ({root})" for item in cleanup_containers(str(root))]
+                continue
+            binary = shutil.which(root.name)
+            if binary is None:
+                continue
+            listed = subprocess.run([binary, "--root", str(root), "list", "-q"],
+                                    capture_output=True, text=True, timeout=60, check=False)
+            for container_id in listed.stdout.split():
+                subprocess.run([binary, "--root", str(root), "delete", "--force", container_id],
+                               capture_output=True, timeout=60, check=False)
+                removed.append(f"{root.name} container {container_id}")
+    bundles = workdir / BUNDLES
+    if bundles.is_dir():
+        for bundle in sorted(bundles.iterdir()):
+            rootfs = bundle / "rootfs"
+            if _mounted(rootfs):
+                Linux().umount2(str(rootfs), MNT_DETACH)
+                removed.append(f"overlay {rootfs}")
+            shutil.rmtree(bundle, ignore_errors=True)
+            removed.append(f"bundle {bundle}")
+    for pid in _bare_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            removed.append(f"bare process {pid}")
+    if workdir.is_dir():
+        for scratch in sorted(workdir.glob("bare-*")):
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(f"bare scratch dir {scratch}")
+    return removed
+
+
+def _bare_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(item.startswith(f"{MARK}=".encode())
+                       for item in (entry / "environ").read_bytes().split(b"\0")):
+                    found.append(int(entry.name))
+    return found

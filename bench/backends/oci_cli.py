@@ -1,0 +1,233 @@
+"""Container backends driven through an OCI runtime's command line, the way containerd
+drives runc: ``create --bundle --pid-file``, ``start``, wait for the init's exit, ``delete``;
+``exec`` for commands in a running instance.
+
+For runc and crun the harness mounts each container's overlayfs root itself (lower dirs:
+the image's unpacked layers, shared with the built-in runtime) as Docker's snapshotter
+does; the built-in runtime's CLI gets the image through its ``org.vmvc.image.layout``
+annotation and mounts its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.backends.base import (
+    IDLE,
+    Backend,
+    ExecOutcome,
+    Instance,
+    MemoryReading,
+    cgroup_memory_bytes,
+    check_exit,
+    read_first_line,
+    wait_exit,
+)
+from bench.backends.oci_bundle import container_config, image_layers, new_id
+from bench.errors import VmvcError
+from runtime.container import DEFAULT_DATA, IMAGE_ANNOTATION
+from runtime.linux import MNT_DETACH, Linux
+
+STATE_ROOT = Path("/run/vmvc-bench")
+BUNDLES = "bundles"
+CLI_TIMEOUT = 60.0
+MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
+                     "and kernel memory charged to it); the runtime CLI has exited, no monitor "
+                     "process stays behind")
+
+
+class Bundle:
+    """One container's bundle dir: config.json, and for runc/crun its overlay root."""
+
+    def __init__(self, backend: OciCliBackend, argv: list[str]) -> None:
+        self.backend = backend
+        self.id = new_id()
+        self.dir = backend.context.workdir / BUNDLES / self.id
+        self.dir.mkdir(parents=True)
+        annotations = {} if backend.mounts_rootfs else \
+            {IMAGE_ANNOTATION: str(backend.context.oci_layout)}
+        config = container_config(argv, self.id, backend.context.limits, annotations)
+        (self.dir / "config.json").write_text(json.dumps(config))
+        self.mounted = False
+        self.created = False
+        self.pid = 0
+
+    def mount_root(self) -> None:
+        if not self.backend.mounts_rootfs:
+            return
+        for name in ("upper", "work", "rootfs"):
+            (self.dir / name).mkdir()
+        lower = ":".join(str(p) for p in self.backend.layers())
+        Linux().mount("overlay", str(self.dir / "rootfs"), "overlay", 0,
+                      f"lowerdir={lower},upperdir={self.dir / 'upper'},"
+                      f"workdir={self.dir / 'work'}")
+        self.mounted = True
+
+    def create(self, stdio: tuple[int, int, int]) -> int:
+        self.mount_root()
+        pid_file = self.dir / "init.pid"
+        self.created = True
+        self.backend.cli("create", "--bundle", str(self.dir), "--pid-file", str(pid_file),
+                         self.id, stdio=stdio)
+        self.pid = int(pid_file.read_text())
+        return self.pid
+
+    def remove(self) -> None:
+        """delete -f, unmount, remove the dir: each step even if one before failed."""
+        errors = []
+        if self.created:
+            self.created = False
+            try:
+                self.backend.cli("delete", "--force", self.id)
+            except VmvcError as exc:
+                errors.append(exc)
+        if self.mounted:
+            self.mounted = False
+            try:
+                Linux().umount2(str(self.dir / "rootfs"), MNT_DETACH)
+            except OSError as exc:
+                errors.append(exc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise VmvcError(f"{self.backend.name}: removing {self.id}: {errors[0]}")
+
+
+class CliInstance(Instance):
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+
+    def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
+        backend = self.bundle.backend
+        with tempfile.TemporaryFile() as out:
+            start = time.monotonic()
+            try:
+                proc = subprocess.run([*backend.command(), "exec", self.bundle.id, *argv],
+                                      stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                      timeout=timeout, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise VmvcError(f"{backend.name}: {' '.join(argv)} still running after "
+                                f"{timeout:.0f} s") from exc
+            seconds = time.monotonic() - start
+            out.seek(0)
+            return ExecOutcome(proc.returncode, out.read().decode(errors="replace"), seconds)
+
+    def memory(self) -> MemoryReading:
+        used = cgroup_memory_bytes(self.bundle.pid)
+        return MemoryReading(used, MEMORY_DEFINITION, {"cgroup": used})
+
+    def stop(self) -> None:
+        self.bundle.remove()
+
+
+class OciCliBackend(Backend):
+    memory_definition = MEMORY_DEFINITION
+    kind = "container"
+    mounts_rootfs = True  # False: the runtime mounts the image itself
+
+    @property
+    def startup_definition(self) -> str:  # type: ignore[override]
+        mount = "the harness mounts the overlayfs root → " if self.mounts_rootfs else ""
+        return (f"{mount}`{self.name} create` → `{self.name} start` → the init's exit seen "
+                "through a pidfd; delete untimed")
+
+    @property
+    def ready_definition(self) -> str:  # type: ignore[override]
+        mount = "overlay mount → " if self.mounts_rootfs else ""
+        return f"{mount}create → start → the first line read from the container's stdout"
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self._layers: list[Path] | None = None
+
+    def binary(self) -> str | None:
+        return shutil.which(self.name)
+
+    def command(self) -> list[str]:
+        return [self.binary() or self.name, "--root", str(STATE_ROOT / self.name)]
+
+    def layers(self) -> list[Path]:
+        if self._layers is None:
+            self._layers = image_layers(self.context.oci_layout, Path(DEFAULT_DATA, "layers"))
+        return self._layers
+
+    def unavailable(self) -> str | None:
+        binary = self.binary()
+        if binary is None:
+            return f"{self.name} is not installed"
+        try:
+            version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                     timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{binary} --version: {exc}"
+        if version.returncode != 0:
+            return f"{binary} --version exited {version.returncode}"
+        return None
+
+    def cli(self, *args: str, stdio: tuple[int, int, int] | None = None) -> None:
+        """One runtime command; its error output becomes the error's one line."""
+        with tempfile.TemporaryFile() as err:
+            stdin, stdout, stderr = stdio if stdio else (subprocess.DEVNULL, subprocess.DEVNULL,
+                                                         err)
+            try:
+                proc = subprocess.run([*self.command(), *args], stdin=stdin, stdout=stdout,
+                                      stderr=stderr, timeout=CLI_TIMEOUT, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise VmvcError(f"{self.name} {args[0]}: no answer in {CLI_TIMEOUT:.0f} s") \
+                    from exc
+            if proc.returncode != 0:
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines()
+                raise VmvcError(f"{self.name} {args[0]} exited {proc.returncode}"
+                                + (f": {lines[-1][:200]}" if lines else ""))
+
+    def start(self, argv: list[str] = IDLE) -> Instance:
+        bundle = Bundle(self, argv)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            bundle.create((null, null, null))
+            self.cli("start", bundle.id)
+        except BaseException:
+            bundle.remove()
+            raise
+        finally:
+            os.close(null)
+        return CliInstance(bundle)
+
+    def time_to_exit(self, argv: list[str]) -> float:
+        bundle = Bundle(self, argv)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            start = time.monotonic()
+            pid = bundle.create((null, null, null))
+            self.cli("start", bundle.id)
+            code = wait_exit(pid, start + CLI_TIMEOUT, f"{self.name} container {bundle.id}")
+            seconds = time.monotonic() - start
+        finally:
+            os.close(null)
+            bundle.remove()
+        check_exit(self.name, argv, code)
+        return seconds
+
+    def time_to_ready(self, argv: list[str]) -> float:
+        bundle = Bundle(self, argv)
+        read_fd, write_fd = os.pipe()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            start = time.monotonic()
+            bundle.create((null, write_fd, write_fd))
+            os.close(write_fd)
+            write_fd = -1
+            self.cli("start", bundle.id)
+            read_first_line(read_fd, start + CLI_TIMEOUT, f"{self.name} container {bundle.id}")
+            return time.monotonic() - start
+        finally:
+            for fd in (read_fd, write_fd, null):
+                if fd >= 0:
+                    os.close(fd)
+            bundle.remove()

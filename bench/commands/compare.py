@@ -1,0 +1,94 @@
+"""``vmvc compare A B``: every benchmark two runs share, B against A, with pyperf's
+significance test (the one ``python -m pyperf compare_to`` uses), read in each figure's
+own direction: a cost figure that is higher-is-better is *better* when it goes up."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import VmvcError
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser("compare", help="compare two runs, with significance")
+    parser.add_argument("baseline", type=Path, help="run dir (or results.json) A")
+    parser.add_argument("changed", type=Path, help="run dir (or results.json) B")
+    parser.add_argument("--all", action="store_true", help="show not significant changes too")
+    parser.set_defaults(handler=run)
+
+
+def load(path: Path):
+    import pyperf
+
+    file = path / "results.json" if path.is_dir() else path
+    if not file.exists():
+        raise VmvcError(f"{file}: missing (not a vmvc run dir)")
+    try:
+        return pyperf.BenchmarkSuite.load(str(file))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VmvcError(f"{file}: not a pyperf results file: {exc}") from exc
+
+
+def compare(a, b) -> list[dict]:
+    """One row per shared benchmark: means, change, significance, better or worse."""
+    from pyperf._utils import is_significant  # pyperf's compare_to test (Student's t, 95%)
+
+    rows = []
+    names_b = set(b.get_benchmark_names())
+    for bench_a in a:
+        name = bench_a.get_name()
+        if name not in names_b:
+            continue
+        bench_b = b.get_benchmark(name)
+        values_a, values_b = bench_a.get_values(), bench_b.get_values()
+        significant = len(values_a) > 1 and len(values_b) > 1 and \
+            is_significant(values_a, values_b)[0]
+        higher = bench_a.get_metadata().get("vmvc_better") == "higher"
+        change = bench_b.mean() / bench_a.mean()
+        improved = change > 1 if higher else change < 1
+        rows.append({"name": name, "a": bench_a.mean(), "b": bench_b.mean(), "change": change,
+                     "significant": significant,
+                     "verdict": ("better" if improved else "worse") if significant
+                     else "not significant",
+                     "unit": bench_a.get_metadata().get("vmvc_unit", "s")})
+    rows.sort(key=lambda r: (r["verdict"] != "worse", r["verdict"] != "better", r["name"]))
+    return rows
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1e3:.4g} ms" if value < 1 else f"{value:.4g} s"
+    if unit == "bytes":
+        return f"{value / 2**20:.4g} MiB"
+    return f"{value:.4g} {unit}"
+
+
+def run(args: argparse.Namespace) -> int:
+    a, b = load(args.baseline), load(args.changed)
+    rows = compare(a, b)
+    if not rows:
+        raise VmvcError(f"{args.baseline} and {args.changed} share no benchmark")
+    table = Table(title=f"vmvc compare: {args.changed} against {args.baseline}",
+                  title_justify="left")
+    for column in ("benchmark", "A", "B", "B / A", "verdict"):
+        table.add_column(column)
+    shown = 0
+    for row in rows:
+        if row["significant"] or args.all:
+            shown += 1
+            colour = {"better": "green", "worse": "red"}.get(row["verdict"], "dim")
+            table.add_row(row["name"], _fmt(row["a"], row["unit"]), _fmt(row["b"], row["unit"]),
+                          f"{row['change']:.3f}x", f"[{colour}]{row['verdict']}[/]")
+    console = Console()
+    if shown:
+        console.print(table)
+    hidden = len(rows) - shown
+    console.print(f"{len(rows)} shared benchmark(s); "
+                  f"{sum(r['verdict'] == 'worse' for r in rows)} worse, "
+                  f"{sum(r['verdict'] == 'better' for r in rows)} better"
+                  + (f", {hidden} not significant (--all shows them)" if hidden else ""))
+    return 0

@@ -1,0 +1,93 @@
+"""The expensive measurements, run in the harness's own process with fixed counts instead
+of pyperf's worker processes: VM boots (each boot gives a startup value, one value per
+boot phase and an idle memory reading), workloads in a VM, and density (N instances at
+once). They still become pyperf runs and benchmarks, with the same metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pyperf
+
+from bench.backends.base import Backend, Instance
+from bench.backends.vm import VmBackend
+from bench.harness import measure
+from bench.workloads import Workload
+from vmdriver.vm import PHASE_EVENTS, PHASES
+
+
+def _run(values: list[float], metadata: dict, warmups: list[float] | None = None) -> pyperf.Run:
+    return pyperf.Run(values, warmups=[(1, w) for w in warmups or []],
+                      metadata={"loops": 1, **metadata})
+
+
+def vm_boots(backend: VmBackend, boots: int, settle: float,
+             metadata: dict[str, dict]) -> list[pyperf.Benchmark]:
+    """*boots* boots: ``startup:true:vm``, ``boot-phase:<phase>:vm``, ``memory:idle:vm``.
+
+    *metadata* maps each of those names to its benchmark metadata."""
+    runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
+    for _ in range(boots):
+        with backend.boot() as instance:
+            phases = instance.phases
+            time.sleep(settle)
+            memory = instance.memory()
+        values = {"startup:true:vm": phases["first_command_done"],
+                  "memory:idle:vm": float(memory.bytes),
+                  **{f"boot-phase:{p}:vm": phases[p] for p in PHASES}}
+        for name in runs:
+            value = values.get(name)
+            if value:
+                runs[name].append(_run([value], metadata[name]))
+    return [pyperf.Benchmark(r) for r in runs.values() if r]
+
+
+def phase_definitions() -> dict[str, str]:
+    return dict(PHASE_EVENTS)
+
+
+def vm_cost(backend: VmBackend, workload: Workload, suite: str, values: int, warmups: int,
+            metadata: dict) -> pyperf.Benchmark:
+    """One VM booted for the workload; warm-ups then values, each a fresh run of it."""
+    with backend.boot() as instance:
+        warm = [measure.cost(instance, workload, suite) for _ in range(warmups)]
+        figures = [measure.cost(instance, workload, suite) for _ in range(values)]
+    return pyperf.Benchmark([_run(figures, metadata, warm)])
+
+
+def density(backend: Backend, steps: list[int], settle: float,
+            metadata: dict) -> pyperf.Benchmark:
+    """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
+    without them, for each N; the least-squares slope per instance is the overhead."""
+    points: list[tuple[int, float]] = []
+    for n in steps:
+        instances: list[Instance] = []
+        try:
+            time.sleep(settle)
+            before = measure.host_used_bytes()
+            for _ in range(n):
+                instances.append(backend.start())
+            time.sleep(settle)
+            points.append((n, float(measure.host_used_bytes() - before)))
+        finally:
+            for instance in instances:
+                with contextlib.suppress(Exception):
+                    instance.stop()
+    slope, intercept = fit_line(points)
+    fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept}
+    return pyperf.Benchmark([_run([max(used, 1.0)], {**metadata, **fitted,
+                                                     "vmvc_instances": n})
+                             for n, used in points])
+
+
+def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares slope and intercept of used bytes against N."""
+    if len(points) < 2:
+        n, used = points[0]
+        return used / n, 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / \
+        sum((x - mean_x) ** 2 for x in xs)
+    return slope, mean_y - slope * mean_x

@@ -1,0 +1,58 @@
+"""One measurement of each kind, on any backend: the loops the pyperf workers and the
+in-process VM/density code share. Each returns the value pyperf records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.backends.base import Backend, Instance
+from bench.errors import VmvcError
+from bench.workloads import Workload
+
+EXEC_TIMEOUT = 600.0
+
+
+def startup(backend: Backend, workload: str, argv: list[str], loops: int) -> float:
+    """Seconds for *loops* startups (pyperf divides by loops)."""
+    measure = backend.time_to_exit if workload == "true" else backend.time_to_ready
+    return sum(measure(argv) for _ in range(loops))
+
+
+def idle_memory(backend: Backend, settle: float) -> tuple[float, str]:
+    """Host bytes one idle instance costs, read after *settle* seconds; and its definition."""
+    with backend.start() as instance:
+        time.sleep(settle)
+        reading = instance.memory()
+    return float(reading.bytes), reading.definition
+
+
+def cost(instance: Instance, workload: Workload, suite: str) -> float:
+    """Run the workload's setup then its command in *instance*; the tool's figure."""
+    if workload.setup:
+        setup = instance.exec(workload.argv(suite, workload.setup), EXEC_TIMEOUT)
+        if setup.exit_code != 0:
+            raise VmvcError(f"{workload.name}: setup exited {setup.exit_code}: "
+                            f"{_last_line(setup.output)}")
+    outcome = instance.exec(workload.argv(suite), EXEC_TIMEOUT)
+    if outcome.exit_code != 0:
+        raise VmvcError(f"{workload.name}: exited {outcome.exit_code}: "
+                        f"{_last_line(outcome.output)}")
+    value = workload.figure.read(outcome.output, outcome.seconds)
+    if not value > 0:
+        raise VmvcError(f"{workload.name}: figure {value} is not positive")
+    return value
+
+
+def host_used_bytes() -> int:
+    """MemTotal - MemAvailable: what the host could not hand to a new process."""
+    fields = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        fields[name] = int(rest.split()[0]) * 1024
+    return fields["MemTotal"] - fields["MemAvailable"]
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:200] if lines else "no output"

@@ -1,0 +1,356 @@
+"""``vmvc run``: build the image, check the host, plan, and run every task, writing the
+run dir after each one. A failing task is recorded (with its reason and log) and the run
+goes on; an interrupted run is continued by :func:`resume`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+import pyperf
+
+from bench.backends import BACKENDS, Backend, BackendContext, Limits, make_backend
+from bench.backends.vm import VmBackend
+from bench.errors import VmvcError
+from bench.external import DIE_WITH_VMVC
+from bench.harness import inprocess
+from bench.harness.metadata import benchmark_metadata
+from bench.harness.plan import SUITES, Suite, Task, build_plan, density_steps, suite_with
+from bench.harness.progress import RunProgress
+from bench.harness.rundir import FORMAT, RunDir
+from bench.harness.summary import cost_ratios
+from bench.host_checks import failures_for, run_checks
+from bench.workloads import Workload, load_workloads
+from vmdriver.vm import PHASES
+
+EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
+BENCH_WORKDIR = Path(os.environ.get("VMVC_BENCH_DIR", "/var/lib/vmvc/bench"))
+BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net")
+
+
+@dataclass
+class Settings:
+    suite: str = "quick"
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    workloads: list[str] = field(default_factory=lambda: list(BUILTIN_WORKLOADS))
+    repeat: int = 1
+    image: str = "full"
+    cpus: float | None = None
+    memory_mib: int | None = None
+    density_max: int | None = None
+    vm_boots: int | None = None
+    vm_memory_mib: int = 512
+    vm_vcpus: int = 1
+
+    def suite_counts(self) -> Suite:
+        return suite_with(self.suite, self.density_max, self.vm_boots)
+
+
+def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
+    """Bad input → one line naming it, before anything is made."""
+    if settings.suite not in SUITES:
+        raise VmvcError(f"--suite {settings.suite!r}: choose one of {', '.join(SUITES)}")
+    for name in settings.backends:
+        if name not in BACKENDS:
+            raise VmvcError(f"--backends: unknown backend {name!r} (known: "
+                            f"{', '.join(BACKENDS)})")
+    for name in settings.workloads:
+        if name not in workloads:
+            raise VmvcError(f"--workloads: unknown workload {name!r} (known: "
+                            f"{', '.join(sorted(workloads))}; see vmvc workloads)")
+    if not settings.backends:
+        raise VmvcError("--backends: no backend selected")
+    if settings.repeat < 1:
+        raise VmvcError(f"--repeat {settings.repeat}: must be at least 1")
+    if settings.image == "tiny":
+        for name in settings.workloads:
+            if workloads[name].packages:
+                raise VmvcError(f"--image tiny is busybox only: workload {name} needs "
+                                f"{', '.join(workloads[name].packages)} (use --image full)")
+    if settings.cpus is not None and not 0 < settings.cpus <= os.cpu_count():
+        raise VmvcError(f"--cpus {settings.cpus}: must be in (0, {os.cpu_count()}]")
+
+
+class Harness:
+    def __init__(self, rundir: RunDir, settings: Settings, quiet: bool = False) -> None:
+        self.rundir = rundir
+        self.settings = settings
+        self.quiet = quiet
+        self.suite = settings.suite_counts()
+        self.workloads = load_workloads()
+        self.manifest: dict = {}
+        self.context: BackendContext | None = None
+        self.accelerator = "tcg"
+
+    # -- set-up -----------------------------------------------------------------------
+    def prepare(self, progress: RunProgress) -> None:
+        from bench.image.build import build_image
+
+        s = self.settings
+        packages = sorted({p for w in s.workloads for p in self.workloads[w].packages})
+        with progress.step(f"image ({s.image})"):
+            image = build_image(s.image, extra_packages=packages if s.image == "full" else None)
+        BENCH_WORKDIR.mkdir(parents=True, exist_ok=True)
+        self.context = BackendContext(
+            oci_layout=image.oci_layout, disk=image.disk, kernel=image.kernel,
+            initramfs=image.initramfs, workdir=BENCH_WORKDIR,
+            limits=Limits(cpus=s.cpus, memory_mib=s.memory_mib),
+            vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus)
+        with progress.step("host checks"):
+            verdict, checks = run_checks()
+        self.accelerator = verdict.accelerator
+        previous = self.manifest
+        self.manifest = {
+            "format": FORMAT,
+            "created": previous.get("created") or _now(),
+            "updated": _now(),
+            "status": "running",
+            "settings": {**asdict(s), "suite_counts": self.suite.as_json()},
+            "image": {"profile": s.image, "digest": image.digest, "entry": str(image.entry)},
+            "accelerator": {"accelerator": verdict.accelerator,
+                            "label": "kvm" if verdict.accelerator == "kvm"
+                            else "tcg (emulated: VM figures are not those of a KVM host)",
+                            "how": verdict.how},
+            "host": host_facts(),
+            "checks": [c.as_json() for c in checks],
+            "versions": versions(checks),
+            "backends": {},
+            "workloads": {name: workload_facts(self.workloads[name]) for name in s.workloads},
+            "definitions": {},
+            "failures": previous.get("failures", []),
+            "ratios": {},
+        }
+        for name in s.backends:
+            backend = make_backend(name, self.context)
+            failed = failures_for(checks, [name])
+            reason = "; ".join(f"{c.name}: {c.detail}" for c in failed) or backend.unavailable()
+            if name == "vm" and s.image == "tiny" and reason is None:
+                reason = "the tiny image has no guest agent: the VM backend needs --image full"
+            self.manifest["backends"][name] = {
+                "status": "skipped" if reason else "ok", "kind": backend.kind,
+                **({"reason": reason} if reason else {})}
+        self.rundir.write_manifest(self.manifest)
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> int:
+        """Every task not done yet; 0 when all ran, 1 when some failed, 130 if interrupted."""
+        with RunProgress(quiet=self.quiet) as progress:
+            self.prepare(progress)
+            usable = [b for b in self.settings.backends
+                      if self.manifest["backends"][b]["status"] == "ok"]
+            tasks = build_plan(usable, self.settings.workloads, self.suite,
+                               self.settings.repeat)
+            self.manifest["failures"] = []  # a resumed run tries its failed tasks again
+            todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
+            progress.begin(len(tasks), len(tasks) - len(todo),
+                           {t: self.estimate(t) for t in todo})
+            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+            try:
+                for task in todo:
+                    progress.task_started(task)
+                    started = time.monotonic()
+                    try:
+                        benchmarks = self.run_task(task)
+                    except VmvcError as exc:
+                        self.record_failure(task, str(exc))
+                        progress.task_failed(task, str(exc))
+                        continue
+                    suite = self.rundir.add(benchmarks)
+                    self.manifest["ratios"] = cost_ratios(suite)
+                    self.manifest["updated"] = _now()
+                    self.rundir.write_manifest(self.manifest)
+                    progress.task_done(task, suite.get_benchmark(task_primary(task)),
+                                       time.monotonic() - started)
+            except KeyboardInterrupt:
+                self.manifest["status"] = "interrupted"
+                self.manifest["updated"] = _now()
+                self.rundir.write_manifest(self.manifest)
+                raise
+            finally:
+                signal.signal(signal.SIGTERM, previous_handler)
+        self.manifest["status"] = "complete" if not self.manifest["failures"] else \
+            "complete with failures"
+        self.manifest["updated"] = _now()
+        self.rundir.write_manifest(self.manifest)
+        return 1 if self.manifest["failures"] else 0
+
+    def record_failure(self, task: Task, reason: str) -> None:
+        self.manifest["failures"].append({
+            "benchmark": task.name, "round": task.round, "reason": reason,
+            "log": str(self.log_path(task).relative_to(self.rundir.path))})
+        self.manifest["updated"] = _now()
+        self.rundir.write_manifest(self.manifest)
+
+    def log_path(self, task: Task) -> Path:
+        safe = task.name.replace(":", "_")
+        return self.rundir.logs / f"{safe}.round{task.round + 1}.log"
+
+    def estimate(self, task: Task) -> float:
+        """Rough seconds a task takes: the progress bar's ETA weights."""
+        suite = self.suite
+        boot = 6.0 if self.accelerator == "tcg" else 2.0
+        if task.metric == "startup":
+            return suite.vm_boots * (boot + suite.settle_seconds) if task.backend == "vm" \
+                else 3.0 + suite.startup.processes * 1.2
+        if task.metric == "memory":
+            return suite.memory.processes * (1 + suite.memory.values * (suite.settle_seconds + 0.3))
+        if task.metric == "density":
+            steps = density_steps(suite.density_max)
+            return sum(n * (boot if task.backend == "vm" else 0.2) + 2 * suite.settle_seconds
+                       for n in steps)
+        seconds = float(self.workloads[task.workload].params.get("seconds", {}).get(
+            self.settings.suite, 2))  # type: ignore[arg-type]
+        if task.backend == "vm":
+            return boot + (suite.vm_cost_values + suite.vm_cost_warmups) * (seconds + 1)
+        counts = suite.cost
+        return 2 + counts.processes * (counts.values + counts.warmups) * (seconds + 0.5)
+
+    # -- one task ---------------------------------------------------------------------
+    def run_task(self, task: Task) -> list[pyperf.Benchmark]:
+        assert self.context is not None
+        backend = make_backend(task.backend, self.context)
+        workload = self.workloads.get(task.workload) if task.metric == "cost" else None
+        meta = benchmark_metadata(task, backend, workload, self.accelerator)
+        self.manifest["definitions"][task.name] = meta["vmvc_definition"]
+        try:
+            if isinstance(backend, VmBackend) and task.metric == "startup":
+                return self._vm_boots(task, backend)
+            if isinstance(backend, VmBackend) and task.metric == "cost":
+                assert workload is not None
+                return [inprocess.vm_cost(backend, workload, self.settings.suite,
+                                          self.suite.vm_cost_values,
+                                          self.suite.vm_cost_warmups, meta)]
+            if task.metric == "density":
+                return [inprocess.density(backend, density_steps(self.suite.density_max),
+                                          self.suite.settle_seconds, meta)]
+            return [self._pyperf_task(task, backend, meta)]
+        finally:
+            backend.close()
+
+    def _vm_boots(self, task: Task, backend: VmBackend) -> list[pyperf.Benchmark]:
+        names = {"startup:true:vm": None, "memory:idle:vm": None,
+                 **{f"boot-phase:{p}:vm": inprocess.phase_definitions()[p] for p in PHASES}}
+        meta = {}
+        for name, definition in names.items():
+            meta[name] = benchmark_metadata(task, backend, None, self.accelerator, name=name,
+                                            definition=definition)
+            self.manifest["definitions"][name] = meta[name]["vmvc_definition"]
+        return inprocess.vm_boots(backend, self.suite.vm_boots, self.suite.settle_seconds, meta)
+
+    def _pyperf_task(self, task: Task, backend: Backend, meta: dict) -> pyperf.Benchmark:
+        """pyperf's Runner in a subprocess (its own worker processes below it)."""
+        assert self.context is not None
+        counts = {"startup": self.suite.startup, "memory": self.suite.memory,
+                  "cost": self.suite.cost}[task.metric]
+        context = {k: str(v) if isinstance(v, Path) else v
+                   for k, v in asdict(self.context).items()}
+        spec = {"name": task.name, "metric": task.metric, "workload": task.workload,
+                "backend": backend.name, "suite": self.settings.suite,
+                "settle": self.suite.settle_seconds, "context": context, "metadata": meta}
+        log = self.log_path(task)
+        with tempfile.TemporaryDirectory(dir=self.rundir.path, prefix=".task.") as scratch:
+            output = Path(scratch) / "benchmark.json"
+            argv = [*DIE_WITH_VMVC, sys.executable, "-m", "bench.harness.worker",
+                    "--task", json.dumps(spec), "--processes", str(counts.processes),
+                    "--values", str(counts.values), "--warmups", str(counts.warmups),
+                    "--loops", str(counts.loops), "--copy-env", "-o", str(output)]
+            with open(log, "w") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=False)
+                try:
+                    code = proc.wait()
+                except BaseException:
+                    proc.terminate()
+                    proc.wait()
+                    raise
+            if code != 0 or not output.exists():
+                raise VmvcError(f"{failure_line(log)} (log: {log})")
+            return pyperf.Benchmark.load(str(output))
+
+
+def task_primary(task: Task) -> str:
+    return task.name
+
+
+def failure_line(log: Path) -> str:
+    """Why a pyperf task failed: the worker's exception (the first one in the log; pyperf's
+    own "failed with exit code" comes after it)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()
+                 if line.strip()]
+    except OSError:
+        return "no log"
+    for line in lines:
+        match = EXCEPTION_LINE.match(line)
+        if match and "failed with exit code" not in line:
+            known = match.group(1).rsplit(".", 1)[-1] in ("VmvcError", "ContainerError", "VmError")
+            return line[match.end():] if known else line[:300]
+    return (lines or ["exited without output"])[-1][:300]
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def host_facts() -> dict:
+    from bench.kernel_features import cgroup_layout
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    meminfo = Path("/proc/meminfo").read_text().split()
+    return {"hostname": platform.node(), "kernel": platform.release(),
+            "os": _os_release(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
+            "memory_bytes": int(meminfo[1]) * 1024,
+            "cgroup_layout": cgroup_layout().kind}
+
+
+def _os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def versions(checks: list) -> dict:
+    found = {"vmvc": _package_version("vmvc"), "python": platform.python_version(),
+             "pyperf": pyperf.__version__}
+    for check in checks:
+        if check.name in ("qemu", "libvirt", "runc", "crun") and check.ok:
+            found[check.name] = check.detail
+    return found
+
+
+def _package_version(name: str) -> str:
+    try:
+        return package_metadata.version(name)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def workload_facts(workload: Workload) -> dict:
+    return {"description": workload.description, "command": workload.command,
+            "setup": workload.setup, "unit": workload.figure.unit,
+            "better": "higher" if workload.figure.higher_is_better else "lower",
+            "figure": workload.figure.kind, "source": workload.source,
+            "params": workload.params}

@@ -1,0 +1,81 @@
+"""A pyperf benchmark script for one task on a host or container backend.
+
+The harness runs ``python -m bench.harness.worker --task JSON <pyperf options>``; pyperf's
+Runner then spawns its worker processes (this module again, with ``--worker``), warms up,
+calibrates loops where they apply (startup), and writes one benchmark to ``-o FILE``.
+Each worker process keeps one instance for its cost values and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pyperf
+
+from bench.backends import BackendContext, Limits, make_backend
+from bench.backends.base import Instance
+from bench.harness import measure
+from bench.harness.plan import STARTUP_WORKLOADS
+
+
+def _task_args(cmd: list[str], args) -> None:
+    cmd.extend(("--task", args.task))
+
+
+def _die_with_parent() -> None:
+    """A killed harness takes its workers along; SIGTERM unwinds (instances stopped)."""
+    from runtime.linux import Linux
+
+    Linux().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def main() -> None:
+    _die_with_parent()
+    runner = pyperf.Runner(program_args=("-m", "bench.harness.worker"),
+                           add_cmdline_args=_task_args)
+    runner.argparser.add_argument("--task", required=True, help="the task, as JSON")
+    args = runner.parse_args()
+    task = json.loads(args.task)
+    fields = task["context"]
+    context = BackendContext(
+        **{k: Path(fields[k]) for k in ("oci_layout", "disk", "kernel", "initramfs", "workdir")},
+        limits=Limits(**fields["limits"]), vm_memory_mib=fields["vm_memory_mib"],
+        vm_vcpus=fields["vm_vcpus"])
+    backend = make_backend(task["backend"], context)
+    metadata = task["metadata"]
+    instance: Instance | None = None
+    try:
+        if task["metric"] == "startup":
+            argv = STARTUP_WORKLOADS[task["workload"]]
+            runner.bench_time_func(task["name"], lambda loops: measure.startup(
+                backend, task["workload"], argv, loops), metadata=metadata)
+        elif task["metric"] == "memory":
+            runner.bench_time_func(task["name"], lambda loops: sum(
+                measure.idle_memory(backend, task["settle"])[0] for _ in range(loops)),
+                metadata=metadata)
+        elif task["metric"] == "cost":
+            from bench.workloads import load_workloads
+
+            workload = load_workloads()[task["workload"]]
+
+            def one(loops: int) -> float:
+                nonlocal instance
+                if instance is None:
+                    instance = backend.start()
+                return sum(measure.cost(instance, workload, task["suite"]) for _ in range(loops))
+
+            runner.bench_time_func(task["name"], one, metadata=metadata)
+        else:
+            raise SystemExit(f"worker: unknown metric {task['metric']!r}")
+    finally:
+        if instance is not None:
+            instance.stop()
+        backend.close()
+
+
+if __name__ == "__main__":
+    main()

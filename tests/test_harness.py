@@ -1,0 +1,252 @@
+"""The harness end to end through `vmvc run` (real backends, tiny image; the VM on the full
+image), its result files read back with pyperf's own API and CLI, known answers, resume
+after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyperf
+import pytest
+
+from bench.harness.plan import SUITES, build_plan
+from bench.harness.rundir import FORMAT
+
+VMVC = str(Path(sys.executable).parent / "vmvc")
+NAME = re.compile(r"^(startup|boot-phase|memory|density|cost):[a-z0-9_-]+:"
+                  r"(bare|builtin|builtin-cli|runc|crun|vm)$")
+CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
+SPIN = '''name = "spin"
+description = "a busybox shell loop: CPU in the shell"
+command = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"
+[params.n]
+quick = 20000
+full = 100000
+[figure]
+kind = "wall"
+unit = "ms"
+'''
+NAP = '''name = "nap"
+description = "sleep 200 ms: the harness's own timing, checked"
+command = ["sleep", "0.2"]
+[figure]
+kind = "wall"
+unit = "ms"
+'''
+
+
+@pytest.fixture(scope="module")
+def workloads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("workloads")
+    (directory / "spin.toml").write_text(SPIN)
+    (directory / "nap.toml").write_text(NAP)
+    return directory
+
+
+def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
+         timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **(env or {})}
+    if workloads is not None:
+        environ["VMVC_WORKLOADS_DIR"] = str(workloads)
+    return subprocess.run([VMVC, *args], capture_output=True, text=True, env=environ,
+                          timeout=timeout, check=False)
+
+
+def expected_names(backends: list[str], workloads: list[str], suite: str = "quick") -> set[str]:
+    names = {t.name for t in build_plan(backends, workloads, SUITES[suite], 1)}
+    if "vm" in backends:
+        names |= {"memory:idle:vm"} | {f"boot-phase:{p}:vm" for p in
+                                       ("qemu_started", "kernel_started", "init_started",
+                                        "agent_connected", "first_command_done")}
+    return names
+
+
+@pytest.fixture(scope="module")
+def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "containers"
+    result = vmvc("run", "--image", "tiny", "--backends", ",".join(CONTAINERS),
+                  "--workloads", "spin", "--out", str(out), "--quiet", workloads=workloads_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_every_host_and_container_backend_runs_true_and_a_workload(container_run: Path) -> None:
+    suite = pyperf.BenchmarkSuite.load(str(container_run / "results.json"))
+    names = set(suite.get_benchmark_names())
+    assert names == expected_names(CONTAINERS, ["spin"])
+    for benchmark in suite:
+        assert NAME.match(benchmark.get_name())
+        assert benchmark.get_nvalue() >= 2 and all(v > 0 for v in benchmark.get_values())
+        meta = benchmark.get_metadata()
+        assert meta["vmvc_definition"] and meta["vmvc_unit"] and meta["vmvc_better"]
+    startup = {b: suite.get_benchmark(f"startup:true:{b}").median() for b in CONTAINERS}
+    assert startup["bare"] < startup["builtin"] < 1.0  # a namespaced container costs more
+    assert suite.get_benchmark("memory:idle:bare").get_metadata()["unit"] == "byte"
+
+
+def test_manifest_records_host_image_settings_and_backends(container_run: Path,
+                                                           tiny_image) -> None:
+    manifest = json.loads((container_run / "manifest.json").read_text())
+    assert manifest["format"] == FORMAT and manifest["status"] == "complete"
+    assert manifest["image"]["digest"] == tiny_image.digest
+    assert manifest["accelerator"]["accelerator"] in ("kvm", "tcg")
+    assert manifest["settings"]["suite"] == "quick" and manifest["settings"]["backends"] == \
+        CONTAINERS
+    assert {c["name"] for c in manifest["checks"]} >= {"root", "cgroups", "overlayfs"}
+    assert {"python", "pyperf", "runc", "crun"} <= set(manifest["versions"])
+    assert all(manifest["backends"][b]["status"] == "ok" for b in CONTAINERS)
+    assert set(manifest["ratios"]) == {f"cost:spin:{b}" for b in CONTAINERS if b != "bare"}
+    assert manifest["failures"] == []
+
+
+def test_pyperf_cli_reads_the_results(container_run: Path) -> None:
+    results = str(container_run / "results.json")
+    stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", results],
+                           capture_output=True, text=True, check=False)
+    assert stats.returncode == 0, stats.stderr
+    assert "startup:true:crun" in stats.stdout
+    compare = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", results, results],
+                             capture_output=True, text=True, check=False)
+    assert compare.returncode == 0, compare.stderr
+
+
+def test_vmvc_compare_two_runs(container_run: Path) -> None:
+    result = vmvc("compare", str(container_run), str(container_run), "--all")
+    assert result.returncode == 0, result.stderr
+    assert "startup:true:bare" in result.stdout and "not significant" in result.stdout
+
+
+def test_vm_backend_boot_phases_memory_and_a_workload(full_image, workloads_dir: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "vm"
+    result = vmvc("run", "--backends", "vm", "--workloads", "spin", "--vm-boots", "1",
+                  "--out", str(out), "--quiet", workloads=workloads_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+    assert set(suite.get_benchmark_names()) == expected_names(["vm"], ["spin"])
+    boot = suite.get_benchmark("startup:true:vm")
+    phases = [suite.get_benchmark(f"boot-phase:{p}:vm").mean() for p in
+              ("qemu_started", "kernel_started", "init_started", "agent_connected")]
+    assert phases == sorted(phases) and phases[-1] <= boot.mean()
+    assert boot.get_metadata()["vmvc_accelerator"] in ("kvm", "tcg (emulated)")
+    assert suite.get_benchmark("memory:idle:vm").mean() > 50 << 20  # a guest's RAM
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "startup:ready:vm" not in manifest["definitions"]
+
+
+def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nap"
+    result = vmvc("run", "--image", "tiny", "--backends", "bare", "--workloads", "nap",
+                  "--out", str(out), "--quiet", workloads=workloads_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    nap = pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark("cost:nap:bare")
+    for value in nap.get_values():
+        assert 190 <= value <= 210, nap.get_values()
+
+
+def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: Path) -> None:
+    """sysbench cpu runs for a fixed time: at a 50% quota it does half the events per
+    second, i.e. each event takes twice the time."""
+    means = {}
+    for label, extra in (("free", []), ("half", ["--cpus", "0.5"])):
+        out = tmp_path / label
+        result = vmvc("run", "--backends", "builtin", "--workloads", "cpu", "--out", str(out),
+                      "--quiet", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+        means[label] = suite.get_benchmark("cost:cpu:builtin").mean()
+    time_ratio = means["free"] / means["half"]
+    assert 1.8 <= time_ratio <= 2.2, means
+
+
+def test_killed_run_resumes_to_the_same_benchmarks(tiny_image, workloads_dir: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    backends = ["bare", "builtin", "crun"]
+    env = {**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}
+    proc = subprocess.Popen([VMVC, "run", "--image", "tiny", "--backends", ",".join(backends),
+                             "--workloads", "spin", "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (out / "results.json").exists() and proc.poll() is None:
+            suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+            if len(suite) >= 2:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = set(pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark_names())
+    assert done < expected_names(backends, ["spin"])
+    time.sleep(1)  # the task in flight unwinds (its workers got SIGTERM from the kernel)
+    result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+    assert set(suite.get_benchmark_names()) == expected_names(backends, ["spin"])
+    for benchmark in suite:  # each ran once: no task was run twice into the file
+        assert {r.get_metadata()["vmvc_round"] for r in benchmark.get_runs()} == {0}
+        assert len({r.get_metadata().get("date") for r in benchmark.get_runs()}) >= 1
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert not list(Path("/var/lib/vmvc/bench").glob("bare-*"))
+    assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
+
+
+BAD = {
+    "bad-regex": ('[figure]\nkind = "regex"\nregex = "([0-9]+"\nunit = "ops/s"\n', "figure.regex"),
+    "no-command": ('[figure]\nkind = "wall"\n', "command: missing"),
+    "unknown-unit": ('command = ["true"]\n[figure]\nkind = "wall"\nunit = "furlongs"\n',
+                     "figure.unit"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_workload_file_is_one_line_and_nothing_is_written(case: str, tmp_path: Path) -> None:
+    directory = tmp_path / "workloads"
+    directory.mkdir()
+    text, field = BAD[case]
+    (directory / f"{case}.toml").write_text(f'name = "broken"\n{text}')
+    out = tmp_path / "out"
+    result = vmvc("run", "--image", "tiny", "--backends", "bare", "--out", str(out),
+                  workloads=directory)
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and f"{case}.toml" in line and field in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "bare,lxc"], "unknown backend 'lxc'"),
+    (["--workloads", "nosuch"], "unknown workload 'nosuch'"),
+    (["--suite", "huge"], "--suite 'huge'"),
+    (["--repeat", "0"], "--repeat 0"),
+    (["--image", "tiny", "--workloads", "cpu"], "needs sysbench"),
+])
+def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = vmvc("run", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "\n" not in result.stderr.strip()
+    assert not (tmp_path / "out").exists()
+
+
+def test_unavailable_backend_is_skipped_with_its_reason(tiny_image, workloads_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """runc lives in /usr/sbin here: without it on PATH it is not installed, as far as the
+    harness can tell; the run goes on with the others."""
+    out = tmp_path / "skip"
+    path = ":".join(p for p in os.environ["PATH"].split(":") if not Path(p, "runc").exists())
+    result = vmvc("run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap",
+                  "--out", str(out), "--quiet", workloads=workloads_dir, env={"PATH": path})
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backends"]["runc"]["status"] == "skipped"
+    assert "runc" in manifest["backends"]["runc"]["reason"]
+    suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+    assert not [n for n in suite.get_benchmark_names() if n.endswith(":runc")]
+    assert "cost:nap:bare" in suite.get_benchmark_names()
