@@ -14,9 +14,11 @@ test: setup
 lint:
 	$(PYTHON) -m ruff check .
 
+RUN ?= runs/$(shell date +%Y-%m-%dT%H-%M-%S)
+
 bench: setup
-	@echo "make bench: the benchmark harness (vmvc run) lands with issue 5; for now: .venv/bin/vmvc doctor" >&2
-	@exit 2
+	.venv/bin/vmvc run --suite quick --out $(RUN)
+	@echo "run dir: $(RUN) (results.json, manifest.json, logs/)"
 
 bench-image: setup
 	$(PYTHON) scripts/bench_image_cache.py

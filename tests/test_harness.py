@@ -4,6 +4,7 @@ after a kill, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -59,8 +60,9 @@ def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
                           timeout=timeout, check=False)
 
 
-def expected_names(backends: list[str], workloads: list[str], suite: str = "quick") -> set[str]:
-    names = {t.name for t in build_plan(backends, workloads, SUITES[suite], 1)}
+def expected_names(backends: list[str], workloads: list[str], density: int = 0) -> set[str]:
+    suite = dataclasses.replace(SUITES["quick"], density_max=density)
+    names = {t.name for t in build_plan(backends, workloads, suite, 1)}
     if "vm" in backends:
         names |= {"memory:idle:vm"} | {f"boot-phase:{p}:vm" for p in
                                        ("qemu_started", "kernel_started", "init_started",
@@ -72,7 +74,8 @@ def expected_names(backends: list[str], workloads: list[str], suite: str = "quic
 def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "containers"
     result = vmvc("run", "--image", "tiny", "--backends", ",".join(CONTAINERS),
-                  "--workloads", "spin", "--out", str(out), "--quiet", workloads=workloads_dir)
+                  "--workloads", "spin", "--density-max", "2", "--out", str(out), "--quiet",
+                  workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -80,7 +83,7 @@ def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
 def test_every_host_and_container_backend_runs_true_and_a_workload(container_run: Path) -> None:
     suite = pyperf.BenchmarkSuite.load(str(container_run / "results.json"))
     names = set(suite.get_benchmark_names())
-    assert names == expected_names(CONTAINERS, ["spin"])
+    assert names == expected_names(CONTAINERS, ["spin"], density=2)
     for benchmark in suite:
         assert NAME.match(benchmark.get_name())
         assert benchmark.get_nvalue() >= 2 and all(v > 0 for v in benchmark.get_values())
@@ -89,6 +92,9 @@ def test_every_host_and_container_backend_runs_true_and_a_workload(container_run
     startup = {b: suite.get_benchmark(f"startup:true:{b}").median() for b in CONTAINERS}
     assert startup["bare"] < startup["builtin"] < 1.0  # a namespaced container costs more
     assert suite.get_benchmark("memory:idle:bare").get_metadata()["unit"] == "byte"
+    density = suite.get_benchmark("density:idle:builtin")
+    assert sorted(r.get_metadata()["vmvc_instances"] for r in density.get_runs()) == [1, 2]
+    assert "vmvc_slope_bytes" in density.get_metadata()
 
 
 def test_manifest_records_host_image_settings_and_backends(container_run: Path,
@@ -199,7 +205,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(tiny_image, workloads_dir: Pa
 
 
 BAD = {
-    "bad-regex": ('[figure]\nkind = "regex"\nregex = "([0-9]+"\nunit = "ops/s"\n', "figure.regex"),
+    "bad-regex": ('command = ["true"]\n[figure]\nkind = "regex"\nregex = "([0-9]+"\nunit = "ops/s"\n', "figure.regex"),
     "no-command": ('[figure]\nkind = "wall"\n', "command: missing"),
     "unknown-unit": ('command = ["true"]\n[figure]\nkind = "wall"\nunit = "furlongs"\n',
                      "figure.unit"),
@@ -237,12 +243,20 @@ def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path)
 
 def test_unavailable_backend_is_skipped_with_its_reason(tiny_image, workloads_dir: Path,
                                                         tmp_path: Path) -> None:
-    """runc lives in /usr/sbin here: without it on PATH it is not installed, as far as the
-    harness can tell; the run goes on with the others."""
+    """A PATH with every tool but runc: as far as the harness can tell runc is not
+    installed; the run goes on with the others."""
     out = tmp_path / "skip"
-    path = ":".join(p for p in os.environ["PATH"].split(":") if not Path(p, "runc").exists())
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for directory in reversed(os.environ["PATH"].split(":")):
+        if Path(directory).is_dir():
+            for tool in Path(directory).iterdir():
+                if tool.name != "runc":
+                    (tools / tool.name).unlink(missing_ok=True)
+                    (tools / tool.name).symlink_to(tool)
     result = vmvc("run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap",
-                  "--out", str(out), "--quiet", workloads=workloads_dir, env={"PATH": path})
+                  "--out", str(out), "--quiet", workloads=workloads_dir,
+                  env={"PATH": str(tools)})
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backends"]["runc"]["status"] == "skipped"

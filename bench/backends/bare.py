@@ -29,6 +29,7 @@ from bench.backends.base import (
     check_exit,
     pss_bytes,
     read_first_line,
+    wait_process,
 )
 from bench.backends.oci_bundle import image_layers
 from bench.errors import VmvcError
@@ -74,13 +75,7 @@ class BareInstance(Instance):
         with tempfile.TemporaryFile() as out:
             start = time.monotonic()
             proc = self.popen(argv, out.fileno(), out.fileno())
-            try:
-                code = proc.wait(timeout)
-            except subprocess.TimeoutExpired as exc:
-                proc.kill()
-                proc.wait()
-                raise VmvcError(f"bare: {' '.join(argv)} still running after {timeout:.0f} s") \
-                    from exc
+            code = wait_process(proc, timeout, f"bare: {' '.join(argv)}")
             seconds = time.monotonic() - start
             out.seek(0)
             return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
@@ -118,6 +113,7 @@ class BareInstance(Instance):
 
 class BareBackend(Backend):
     memory_definition = MEMORY_DEFINITION
+    bridge = True  # the host itself: host <-> bare is the host's loopback, the baseline
     name = "bare"
     kind = "host"
     startup_definition = ("fork → private mount ns, chroot into the image's layer → exec; "
@@ -137,8 +133,9 @@ class BareBackend(Backend):
             self._root = layers[0]
         return self._root
 
-    def start(self, argv: list[str] = IDLE) -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
         instance = BareInstance(self)
+        instance.address = "127.0.0.1" if network == "bridge" else None
         try:
             instance.main = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
         except BaseException:
@@ -150,7 +147,7 @@ class BareBackend(Backend):
         with BareInstance(self) as instance:
             start = time.monotonic()
             proc = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
-            code = proc.wait(60)
+            code = wait_process(proc, 60, f"bare: {' '.join(argv)}")
             seconds = time.monotonic() - start
         check_exit("bare", argv, code)
         return seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class MemoryReading:
 class Instance(ABC):
     """A running instance of the image, idle until told to run something."""
 
+    address: str | None = None  # on the suite's bridge, when started with network="bridge"
+
     @abstractmethod
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome: ...
 
@@ -84,6 +87,7 @@ class Backend(ABC):
     startup_definition = ""
     ready_definition = ""
     memory_definition = ""
+    bridge = False  # can start instances on the suite's bridge, reachable from the host
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
@@ -93,8 +97,9 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def start(self, argv: list[str] = IDLE) -> Instance:
-        """An instance running *argv* (by default idle), returned once it runs."""
+    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+        """An instance running *argv* (by default idle), returned once it runs; with
+        *network* ``bridge`` reachable from the host at its ``address``."""
 
     @abstractmethod
     def time_to_exit(self, argv: list[str]) -> float:
@@ -144,6 +149,27 @@ def wait_exit(pid: int, deadline: float, what: str) -> int | None:
     finally:
         if pidfd >= 0:
             os.close(pidfd)
+
+
+def wait_process(proc: subprocess.Popen, timeout: float, what: str) -> int:
+    """Popen.wait without its timeout's polling (sleeps of up to 50 ms, which would be
+    timed): block on a pidfd, kill at the timeout."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        proc.kill()
+        proc.wait()
+        raise VmvcError(f"{what}: still running after {timeout:.0f} s")
+    return proc.wait()
+
+
+def run_command(argv: list[str], stdio: tuple, timeout: float, what: str) -> int:
+    """Run *argv* with *stdio* (fds or subprocess constants); its exit status."""
+    proc = subprocess.Popen(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
+    return wait_process(proc, timeout, what)
 
 
 def pss_bytes(pid: int) -> int:

@@ -60,6 +60,7 @@ class BuiltinInstance(Instance):
 
 class BuiltinBackend(Backend):
     memory_definition = MEMORY_DEFINITION
+    bridge = True
     name = "builtin"
     kind = "container"
     startup_definition = ("Runtime.create (overlayfs root, cgroups, namespaces, seccomp) → "
@@ -70,20 +71,22 @@ class BuiltinBackend(Backend):
         super().__init__(context)
         self.runtime = Runtime()
 
-    def _create(self, argv: list[str], stdio: tuple[int, int, int]) -> tuple[str, int]:
+    def _create(self, argv: list[str], stdio: tuple[int, int, int],
+                network: str = "none") -> tuple[str, int, str | None]:
         container_id = new_id()
         state = self.runtime.create(container_id, self.context.workdir,
                                     container_config(argv, container_id, self.context.limits),
-                                    image=self.context.oci_layout, stdio=stdio)
-        return container_id, state.pid
+                                    image=self.context.oci_layout, stdio=stdio, network=network)
+        return container_id, state.pid, state.network.get("address")
 
-    def start(self, argv: list[str] = IDLE) -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            container_id, pid = self._create(argv, (null, null, null))
+            container_id, pid, address = self._create(argv, (null, null, null), network)
         finally:
             os.close(null)
         instance = BuiltinInstance(self, container_id, pid)
+        instance.address = address
         try:
             self.runtime.start(container_id)
         except BaseException:
@@ -96,7 +99,7 @@ class BuiltinBackend(Backend):
         container_id = None
         try:
             start = time.monotonic()
-            container_id, pid = self._create(argv, (null, null, null))
+            container_id, pid, _ = self._create(argv, (null, null, null))
             self.runtime.start(container_id)
             code = wait_exit(pid, start + 60, f"builtin container {container_id}")
             seconds = time.monotonic() - start
@@ -113,7 +116,7 @@ class BuiltinBackend(Backend):
         container_id = None
         try:
             start = time.monotonic()
-            container_id, _ = self._create(argv, (null, write_fd, write_fd))
+            container_id, _, _ = self._create(argv, (null, write_fd, write_fd))
             os.close(write_fd)
             write_fd = -1
             self.runtime.start(container_id)

@@ -7,12 +7,19 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.backends.oci_cli import OciCliBackend
+from bench.backends.oci_cli import STATE_ROOT, OciCliBackend
 
 
 class BuiltinCliBackend(OciCliBackend):
     name = "builtin-cli"
     mounts_rootfs = False  # vmvc-runtime mounts the image named in the config's annotation
+    bridge = True  # its org.vmvc.network annotation puts the container on vmvc0
+
+    def address_of(self, container_id: str) -> str | None:
+        from runtime.state import StateStore
+
+        state = StateStore(str(STATE_ROOT / self.name)).load(container_id)
+        return state.network.get("address")
 
     def binary(self) -> str | None:
         beside = Path(sys.executable).parent / "vmvc-runtime"

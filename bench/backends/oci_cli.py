@@ -27,11 +27,12 @@ from bench.backends.base import (
     cgroup_memory_bytes,
     check_exit,
     read_first_line,
+    run_command,
     wait_exit,
 )
 from bench.backends.oci_bundle import container_config, image_layers, new_id
 from bench.errors import VmvcError
-from runtime.container import DEFAULT_DATA, IMAGE_ANNOTATION
+from runtime.container import DEFAULT_DATA, IMAGE_ANNOTATION, NETWORK_ANNOTATION
 from runtime.linux import MNT_DETACH, Linux
 
 STATE_ROOT = Path("/run/vmvc-bench")
@@ -45,13 +46,15 @@ MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages
 class Bundle:
     """One container's bundle dir: config.json, and for runc/crun its overlay root."""
 
-    def __init__(self, backend: OciCliBackend, argv: list[str]) -> None:
+    def __init__(self, backend: OciCliBackend, argv: list[str], network: str = "none") -> None:
         self.backend = backend
         self.id = new_id()
         self.dir = backend.context.workdir / BUNDLES / self.id
         self.dir.mkdir(parents=True)
         annotations = {} if backend.mounts_rootfs else \
             {IMAGE_ANNOTATION: str(backend.context.oci_layout)}
+        if network != "none":
+            annotations[NETWORK_ANNOTATION] = network
         config = container_config(argv, self.id, backend.context.limits, annotations)
         (self.dir / "config.json").write_text(json.dumps(config))
         self.mounted = False
@@ -106,16 +109,12 @@ class CliInstance(Instance):
         backend = self.bundle.backend
         with tempfile.TemporaryFile() as out:
             start = time.monotonic()
-            try:
-                proc = subprocess.run([*backend.command(), "exec", self.bundle.id, *argv],
-                                      stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                      timeout=timeout, check=False)
-            except subprocess.TimeoutExpired as exc:
-                raise VmvcError(f"{backend.name}: {' '.join(argv)} still running after "
-                                f"{timeout:.0f} s") from exc
+            code = run_command([*backend.command(), "exec", self.bundle.id, *argv],
+                               (subprocess.DEVNULL, out, out), timeout,
+                               f"{backend.name}: {' '.join(argv)}")
             seconds = time.monotonic() - start
             out.seek(0)
-            return ExecOutcome(proc.returncode, out.read().decode(errors="replace"), seconds)
+            return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
 
     def memory(self) -> MemoryReading:
         used = cgroup_memory_bytes(self.bundle.pid)
@@ -174,20 +173,22 @@ class OciCliBackend(Backend):
         with tempfile.TemporaryFile() as err:
             stdin, stdout, stderr = stdio if stdio else (subprocess.DEVNULL, subprocess.DEVNULL,
                                                          err)
-            try:
-                proc = subprocess.run([*self.command(), *args], stdin=stdin, stdout=stdout,
-                                      stderr=stderr, timeout=CLI_TIMEOUT, check=False)
-            except subprocess.TimeoutExpired as exc:
-                raise VmvcError(f"{self.name} {args[0]}: no answer in {CLI_TIMEOUT:.0f} s") \
-                    from exc
-            if proc.returncode != 0:
+            code = run_command([*self.command(), *args], (stdin, stdout, stderr), CLI_TIMEOUT,
+                               f"{self.name} {args[0]}")
+            if code != 0:
                 err.seek(0)
                 lines = err.read().decode(errors="replace").strip().splitlines()
-                raise VmvcError(f"{self.name} {args[0]} exited {proc.returncode}"
+                raise VmvcError(f"{self.name} {args[0]} exited {code}"
                                 + (f": {lines[-1][:200]}" if lines else ""))
 
-    def start(self, argv: list[str] = IDLE) -> Instance:
-        bundle = Bundle(self, argv)
+    def address_of(self, container_id: str) -> str | None:
+        """Where the host reaches the container on the suite's bridge (runtimes with one)."""
+        return None
+
+    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+        if network != "none" and not self.bridge:
+            raise VmvcError(f"{self.name}: no network of the suite's own (bridge) here")
+        bundle = Bundle(self, argv, network)
         null = os.open(os.devnull, os.O_RDWR)
         try:
             bundle.create((null, null, null))
@@ -197,7 +198,9 @@ class OciCliBackend(Backend):
             raise
         finally:
             os.close(null)
-        return CliInstance(bundle)
+        instance = CliInstance(bundle)
+        instance.address = self.address_of(bundle.id) if network != "none" else None
+        return instance
 
     def time_to_exit(self, argv: list[str]) -> float:
         bundle = Bundle(self, argv)

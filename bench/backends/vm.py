@@ -65,7 +65,9 @@ class VmBackend(Backend):
         except VmError as exc:
             raise VmvcError(str(exc)) from exc
 
-    def start(self, argv: list[str] = IDLE) -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+        if network != "none":
+            raise VmvcError("vm: no network of the suite's own (bridge) here")
         if argv != IDLE:
             raise VmvcError("vm: an instance boots idle; run commands through exec")
         return self.boot()

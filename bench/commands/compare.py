@@ -45,8 +45,11 @@ def compare(a, b) -> list[dict]:
             continue
         bench_b = b.get_benchmark(name)
         values_a, values_b = bench_a.get_values(), bench_b.get_values()
-        significant = len(values_a) > 1 and len(values_b) > 1 and \
-            is_significant(values_a, values_b)[0]
+        try:
+            significant = len(values_a) > 1 and len(values_b) > 1 and \
+                is_significant(values_a, values_b)[0]
+        except ZeroDivisionError:  # no spread at all on either side
+            significant = bench_a.mean() != bench_b.mean()
         higher = bench_a.get_metadata().get("vmvc_better") == "higher"
         change = bench_b.mean() / bench_a.mean()
         improved = change > 1 if higher else change < 1

@@ -27,14 +27,23 @@ def idle_memory(backend: Backend, settle: float) -> tuple[float, str]:
     return float(reading.bytes), reading.definition
 
 
-def cost(instance: Instance, workload: Workload, suite: str) -> float:
-    """Run the workload's setup then its command in *instance*; the tool's figure."""
+def cost(instance: Instance, workload: Workload, suite: str,
+         host: Instance | None = None) -> float:
+    """Run the workload's setup then its command in *instance* (its host command in
+    *host*, against the instance's address); the tool's figure."""
     if workload.setup:
         setup = instance.exec(workload.argv(suite, workload.setup), EXEC_TIMEOUT)
         if setup.exit_code != 0:
             raise VmvcError(f"{workload.name}: setup exited {setup.exit_code}: "
                             f"{_last_line(setup.output)}")
-    outcome = instance.exec(workload.argv(suite), EXEC_TIMEOUT)
+    if workload.host_command:
+        if host is None or instance.address is None:
+            raise VmvcError(f"{workload.name}: needs an instance on the suite's bridge and a "
+                            "host side")
+        outcome = host.exec(workload.argv(suite, workload.host_command, instance.address),
+                            EXEC_TIMEOUT)
+    else:
+        outcome = instance.exec(workload.argv(suite), EXEC_TIMEOUT)
     if outcome.exit_code != 0:
         raise VmvcError(f"{workload.name}: exited {outcome.exit_code}: "
                         f"{_last_line(outcome.output)}")

@@ -77,9 +77,12 @@ class Task:
         return f"{self.name} (round {self.round + 1})"
 
 
-def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: int) -> list[Task]:
+def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: int,
+               host_side: frozenset[str] = frozenset(),
+               bridged: frozenset[str] = frozenset()) -> list[Task]:
     """Every task of the run, in order. The VM has no `ready` startup (its agent returns
-    output only at exit) and its memory comes from its startup boots."""
+    output only at exit) and its memory comes from its startup boots; workloads run from
+    the host side (*host_side*) only on backends with the suite's bridge (*bridged*)."""
     groups: list[tuple[str, str, list[str]]] = []
     for workload in STARTUP_WORKLOADS:
         groups.append(("startup", workload,
@@ -88,7 +91,8 @@ def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: 
     if suite.density_max > 0:
         groups.append(("density", "idle", list(backends)))
     for workload in workloads:
-        groups.append(("cost", workload, list(backends)))
+        groups.append(("cost", workload, [b for b in backends
+                                          if workload not in host_side or b in bridged]))
     tasks = []
     for round_ in range(repeat):
         for metric, workload, members in groups:

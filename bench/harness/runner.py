@@ -36,7 +36,7 @@ from vmdriver.vm import PHASES
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 BENCH_WORKDIR = Path(os.environ.get("VMVC_BENCH_DIR", "/var/lib/vmvc/bench"))
-BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net")
+BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
 
 
 @dataclass
@@ -149,8 +149,15 @@ class Harness:
             self.prepare(progress)
             usable = [b for b in self.settings.backends
                       if self.manifest["backends"][b]["status"] == "ok"]
+            host_side = frozenset(w for w in self.settings.workloads
+                                  if self.workloads[w].host_command)
+            bridged = frozenset(b for b in usable if BACKENDS[b].bridge)
             tasks = build_plan(usable, self.settings.workloads, self.suite,
-                               self.settings.repeat)
+                               self.settings.repeat, host_side, bridged)
+            self.manifest["not_applicable"] = [
+                {"benchmark": f"cost:{w}:{b}", "reason": f"{b} has no network of the suite's "
+                 "own (bridge) for the host to reach"}
+                for w in sorted(host_side) for b in usable if b not in bridged]
             self.manifest["failures"] = []  # a resumed run tries its failed tasks again
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
             progress.begin(len(tasks), len(tasks) - len(todo),

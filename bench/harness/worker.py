@@ -16,6 +16,7 @@ from pathlib import Path
 import pyperf
 
 from bench.backends import BackendContext, Limits, make_backend
+from bench.backends.bare import BareBackend
 from bench.backends.base import Instance
 from bench.harness import measure
 from bench.harness.plan import STARTUP_WORKLOADS
@@ -48,6 +49,7 @@ def main() -> None:
     backend = make_backend(task["backend"], context)
     metadata = task["metadata"]
     instance: Instance | None = None
+    host: Instance | None = None
     try:
         if task["metric"] == "startup":
             argv = STARTUP_WORKLOADS[task["workload"]]
@@ -63,17 +65,22 @@ def main() -> None:
             workload = load_workloads()[task["workload"]]
 
             def one(loops: int) -> float:
-                nonlocal instance
+                nonlocal instance, host
                 if instance is None:
-                    instance = backend.start()
-                return sum(measure.cost(instance, workload, task["suite"]) for _ in range(loops))
+                    bridged = bool(workload.host_command)
+                    instance = backend.start(network="bridge" if bridged else "none")
+                    if bridged:  # the image's client on the host, in the host's network
+                        host = BareBackend(context).start()
+                return sum(measure.cost(instance, workload, task["suite"], host)
+                           for _ in range(loops))
 
             runner.bench_time_func(task["name"], one, metadata=metadata)
         else:
             raise SystemExit(f"worker: unknown metric {task['metric']!r}")
     finally:
-        if instance is not None:
-            instance.stop()
+        for made in (instance, host):
+            if made is not None:
+                made.stop()
         backend.close()
 
 

@@ -7,6 +7,9 @@ Defined in TOML (one file per workload, dropped into a workloads directory)::
     command = ["sysbench", "cpu", "--threads=1", "--time={seconds}", "run"]
     packages = ["sysbench"]              # extra Debian packages the image needs
     setup = ["iperf3", "-s", "-D"]       # optional, run first in the same instance
+    # host_command = ["iperf3", "-c", "{address}"]  # instead of command: run on the host
+    #   (the image's binaries, host network) against the instance's address on the
+    #   suite's bridge; only backends with one run it
 
     [params.seconds]                     # placeholders in command/setup, per suite
     quick = 2
@@ -73,10 +76,13 @@ class Workload:
     setup: list[str] = field(default_factory=list)
     params: dict[str, dict[str, object]] = field(default_factory=dict)
     source: str = ""
+    host_command: list[str] = field(default_factory=list)
 
-    def argv(self, suite: str, command: list[str] | None = None) -> list[str]:
+    def argv(self, suite: str, command: list[str] | None = None,
+             address: str = "{address}") -> list[str]:
         """The command (or *command*) with the suite's parameter values filled in."""
         values = {name: by_suite[suite] for name, by_suite in self.params.items()}
+        values["address"] = address
         return [word.format(**values) for word in (command if command is not None
                                                    else self.command)]
 
@@ -92,7 +98,8 @@ def _strings(path: Path, data: dict, key: str, required: bool = False) -> list[s
             raise _error(path, key, "missing")
         return []
     if isinstance(value, str):
-        value = ["/bin/sh", "-c", value] if key in ("command", "setup") else [value]
+        value = ["/bin/sh", "-c", value] if key in ("command", "setup", "host_command") \
+            else [value]
     may_be_empty = key == "packages"
     if not isinstance(value, list) or not (value or may_be_empty) or \
             not all(isinstance(v, str) for v in value):
@@ -106,7 +113,8 @@ def parse_workload(path: Path) -> Workload:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise VmvcError(f"workload {path}: {exc}") from exc
-    known = {"name", "description", "command", "packages", "setup", "params", "figure"}
+    known = {"name", "description", "command", "packages", "setup", "params", "figure",
+             "host_command"}
     for key in data:
         if key not in known:
             raise _error(path, key, "unknown field")
@@ -120,14 +128,15 @@ def parse_workload(path: Path) -> Workload:
         params[pname] = by_suite
     workload = Workload(
         name=name, description=str(data.get("description", "")),
-        command=_strings(path, data, "command", required=True),
+        command=_strings(path, data, "command", required="host_command" not in data),
         figure=_figure(path, data.get("figure")),
         packages=_strings(path, data, "packages"), setup=_strings(path, data, "setup"),
-        params=params, source=str(path))
+        params=params, source=str(path), host_command=_strings(path, data, "host_command"))
     for suite in SUITES:  # every placeholder must have a value
         try:
             workload.argv(suite)
             workload.argv(suite, workload.setup)
+            workload.argv(suite, workload.host_command)
         except (KeyError, IndexError, ValueError) as exc:
             raise _error(path, "command", f"placeholder {exc} has no params entry") from exc
     return workload

@@ -1,0 +1,77 @@
+"""The harness's logic beside its real end-to-end tests (tests/test_harness.py): the plan's
+order and alternation, the density fit, ratios, the compare verdicts, failure lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyperf
+import pytest
+
+from bench.commands.compare import compare
+from bench.harness.inprocess import fit_line
+from bench.harness.plan import SUITES, build_plan, density_steps
+from bench.harness.runner import failure_line
+from bench.harness.summary import cost_ratios
+
+
+def test_plan_alternates_backends_and_rotates_each_round() -> None:
+    tasks = build_plan(["bare", "builtin", "vm"], ["cpu"], SUITES["quick"], repeat=2)
+    cost = [(t.round, t.backend) for t in tasks if t.metric == "cost"]
+    assert cost == [(0, "bare"), (0, "builtin"), (0, "vm"), (1, "builtin"), (1, "vm"),
+                    (1, "bare")]
+    names = {t.name for t in tasks}
+    assert "startup:ready:vm" not in names and "memory:idle:vm" not in names  # from its boots
+    assert "startup:true:vm" in names and not any(t.metric == "density" for t in tasks)
+    full = build_plan(["bare"], [], SUITES["full"], repeat=1)
+    assert [t.name for t in full if t.metric == "density"] == ["density:idle:bare"]
+
+
+def test_density_steps_double_up_to_the_cap() -> None:
+    assert density_steps(32) == [1, 2, 4, 8, 16, 32]
+    assert density_steps(6) == [1, 2, 4, 6]
+    assert density_steps(1) == [1] and density_steps(0) == []
+
+
+def test_fit_line_recovers_slope_and_intercept() -> None:
+    points = [(n, 100.0 + 7.0 * n) for n in (1, 2, 4, 8)]
+    slope, intercept = fit_line(points)
+    assert slope == pytest.approx(7.0) and intercept == pytest.approx(100.0)
+    assert fit_line([(2, 10.0)]) == (5.0, 0.0)
+
+
+def _bench(name: str, values: list[float], better: str = "lower") -> pyperf.Benchmark:
+    return pyperf.Benchmark([pyperf.Run(values, metadata={"name": name, "loops": 1,
+                                                          "vmvc_better": better,
+                                                          "vmvc_unit": "events/s"},
+                                        collect_metadata=False)])
+
+
+def test_cost_ratios_are_against_bare() -> None:
+    suite = pyperf.BenchmarkSuite([_bench("cost:cpu:bare", [100, 100]),
+                                   _bench("cost:cpu:vm", [50, 50]),
+                                   _bench("startup:true:vm", [3, 3])])
+    assert cost_ratios(suite) == {"cost:cpu:vm": 0.5}
+
+
+def test_compare_reads_each_figure_in_its_direction() -> None:
+    a = pyperf.BenchmarkSuite([_bench("cost:cpu:vm", [100, 101, 99], "higher"),
+                               _bench("startup:true:vm", [3.0, 3.1, 2.9])])
+    b = pyperf.BenchmarkSuite([_bench("cost:cpu:vm", [150, 151, 149], "higher"),
+                               _bench("startup:true:vm", [4.0, 4.1, 3.9])])
+    rows = {r["name"]: r for r in compare(a, b)}
+    assert rows["cost:cpu:vm"]["verdict"] == "better"  # more events per second
+    assert rows["startup:true:vm"]["verdict"] == "worse"  # slower to start
+    same = {r["name"]: r for r in compare(a, a)}
+    assert same["cost:cpu:vm"]["verdict"] == "not significant"
+
+
+def test_failure_line_is_the_workers_exception(tmp_path: Path) -> None:
+    log = tmp_path / "task.log"
+    log.write_text("Traceback (most recent call last):\n  File x\n"
+                   "bench.errors.VmvcError: cpu: exited 127: sysbench: not found\n"
+                   "Traceback (most recent call last):\n"
+                   "RuntimeError: /usr/bin/python3 failed with exit code 1\n")
+    assert failure_line(log) == "cpu: exited 127: sysbench: not found"
+    log.write_text("TypeError: bad operand\nRuntimeError: x failed with exit code 1\n")
+    assert failure_line(log) == "TypeError: bad operand"
