@@ -17,8 +17,9 @@ lint:
 RUN ?= runs/$(shell date +%Y-%m-%dT%H-%M-%S)
 
 bench: setup
-	.venv/bin/vmvc run --suite quick --out $(RUN)
-	@echo "run dir: $(RUN) (results.json, manifest.json, logs/)"
+	.venv/bin/vmvc run --suite quick --out $(RUN) || [ -s $(RUN)/results.json ]
+	.venv/bin/vmvc report $(RUN)
+	@echo "report: $(RUN)/report.html (raw data beside it: results.json, manifest.json, report.csv)"
 
 bench-image: setup
 	$(PYTHON) scripts/bench_image_cache.py

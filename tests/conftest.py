@@ -7,6 +7,8 @@ the operation or test that made it; ``no_leaks`` compares the host before and af
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,55 @@ def busybox_rootfs(tiny_image, tmp_path_factory: pytest.TempPathFactory) -> Path
     (layer,) = unpack_layers(read_manifest(tiny_image.oci_layout),
                              tmp_path_factory.mktemp("layers"))
     return layer
+
+
+# -- a real harness run shared by the harness and report tests ------------------------------
+VMVC = str(Path(sys.executable).parent / "vmvc")
+CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
+SPIN = '''name = "spin"
+description = "a busybox shell loop: CPU in the shell"
+command = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"
+[params.n]
+quick = 20000
+full = 100000
+[figure]
+kind = "wall"
+unit = "ms"
+'''
+NAP = '''name = "nap"
+description = "sleep 200 ms: the harness's own timing, checked"
+command = ["sleep", "0.2"]
+[figure]
+kind = "wall"
+unit = "ms"
+'''
+
+
+
+def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
+         timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **(env or {})}
+    if workloads is not None:
+        environ["VMVC_WORKLOADS_DIR"] = str(workloads)
+    return subprocess.run([VMVC, *args], capture_output=True, text=True, env=environ,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def workloads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("workloads")
+    (directory / "spin.toml").write_text(SPIN)
+    (directory / "nap.toml").write_text(NAP)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "containers"
+    result = vmvc("run", "--image", "tiny", "--backends", ",".join(CONTAINERS),
+                  "--workloads", "spin", "--density-max", "2", "--out", str(out), "--quiet",
+                  workloads=workloads_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+

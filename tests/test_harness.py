@@ -19,47 +19,11 @@ import pytest
 
 from bench.harness.plan import SUITES, build_plan
 from bench.harness.rundir import FORMAT
+from tests.conftest import CONTAINERS, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 NAME = re.compile(r"^(startup|boot-phase|memory|density|cost):[a-z0-9_-]+:"
                   r"(bare|builtin|builtin-cli|runc|crun|vm)$")
-CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
-SPIN = '''name = "spin"
-description = "a busybox shell loop: CPU in the shell"
-command = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"
-[params.n]
-quick = 20000
-full = 100000
-[figure]
-kind = "wall"
-unit = "ms"
-'''
-NAP = '''name = "nap"
-description = "sleep 200 ms: the harness's own timing, checked"
-command = ["sleep", "0.2"]
-[figure]
-kind = "wall"
-unit = "ms"
-'''
-
-
-@pytest.fixture(scope="module")
-def workloads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("workloads")
-    (directory / "spin.toml").write_text(SPIN)
-    (directory / "nap.toml").write_text(NAP)
-    return directory
-
-
-def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
-         timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, **(env or {})}
-    if workloads is not None:
-        environ["VMVC_WORKLOADS_DIR"] = str(workloads)
-    return subprocess.run([VMVC, *args], capture_output=True, text=True, env=environ,
-                          timeout=timeout, check=False)
-
-
 def expected_names(backends: list[str], workloads: list[str], density: int = 0) -> set[str]:
     suite = dataclasses.replace(SUITES["quick"], density_max=density)
     names = {t.name for t in build_plan(backends, workloads, suite, 1)}
@@ -68,16 +32,6 @@ def expected_names(backends: list[str], workloads: list[str], density: int = 0) 
                                        ("qemu_started", "kernel_started", "init_started",
                                         "agent_connected", "first_command_done")}
     return names
-
-
-@pytest.fixture(scope="module")
-def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "containers"
-    result = vmvc("run", "--image", "tiny", "--backends", ",".join(CONTAINERS),
-                  "--workloads", "spin", "--density-max", "2", "--out", str(out), "--quiet",
-                  workloads=workloads_dir)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
 
 
 def test_every_host_and_container_backend_runs_true_and_a_workload(container_run: Path) -> None:
@@ -205,7 +159,8 @@ def test_killed_run_resumes_to_the_same_benchmarks(tiny_image, workloads_dir: Pa
 
 
 BAD = {
-    "bad-regex": ('command = ["true"]\n[figure]\nkind = "regex"\nregex = "([0-9]+"\nunit = "ops/s"\n', "figure.regex"),
+    "bad-regex": ('command = ["true"]\n[figure]\nkind = "regex"\nregex = "([0-9]+"\n'
+                  'unit = "ops/s"\n', "figure.regex"),
     "no-command": ('[figure]\nkind = "wall"\n', "command: missing"),
     "unknown-unit": ('command = ["true"]\n[figure]\nkind = "wall"\nunit = "furlongs"\n',
                      "figure.unit"),

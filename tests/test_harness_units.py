@@ -8,11 +8,11 @@ from pathlib import Path
 import pyperf
 import pytest
 
-from bench.commands.compare import compare
 from bench.harness.inprocess import fit_line
 from bench.harness.plan import SUITES, build_plan, density_steps
 from bench.harness.runner import failure_line
 from bench.harness.summary import cost_ratios
+from reports.compare import compare
 
 
 def test_plan_alternates_backends_and_rotates_each_round() -> None:

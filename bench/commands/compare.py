@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.errors import VmvcError
+from reports.compare import compare
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -31,35 +32,6 @@ def load(path: Path):
         return pyperf.BenchmarkSuite.load(str(file))
     except (ValueError, KeyError, TypeError) as exc:
         raise VmvcError(f"{file}: not a pyperf results file: {exc}") from exc
-
-
-def compare(a, b) -> list[dict]:
-    """One row per shared benchmark: means, change, significance, better or worse."""
-    from pyperf._utils import is_significant  # pyperf's compare_to test (Student's t, 95%)
-
-    rows = []
-    names_b = set(b.get_benchmark_names())
-    for bench_a in a:
-        name = bench_a.get_name()
-        if name not in names_b:
-            continue
-        bench_b = b.get_benchmark(name)
-        values_a, values_b = bench_a.get_values(), bench_b.get_values()
-        try:
-            significant = len(values_a) > 1 and len(values_b) > 1 and \
-                is_significant(values_a, values_b)[0]
-        except ZeroDivisionError:  # no spread at all on either side
-            significant = bench_a.mean() != bench_b.mean()
-        higher = bench_a.get_metadata().get("vmvc_better") == "higher"
-        change = bench_b.mean() / bench_a.mean()
-        improved = change > 1 if higher else change < 1
-        rows.append({"name": name, "a": bench_a.mean(), "b": bench_b.mean(), "change": change,
-                     "significant": significant,
-                     "verdict": ("better" if improved else "worse") if significant
-                     else "not significant",
-                     "unit": bench_a.get_metadata().get("vmvc_unit", "s")})
-    rows.sort(key=lambda r: (r["verdict"] != "worse", r["verdict"] != "better", r["name"]))
-    return rows
 
 
 def _fmt(value: float, unit: str) -> str:

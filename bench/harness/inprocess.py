@@ -5,7 +5,6 @@ once). They still become pyperf runs and benchmarks, with the same metadata."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pyperf
@@ -71,14 +70,24 @@ def density(backend: Backend, steps: list[int], settle: float,
             time.sleep(settle)
             points.append((n, float(measure.host_used_bytes() - before)))
         finally:
-            for instance in instances:
-                with contextlib.suppress(Exception):
-                    instance.stop()
+            stop_all(instances)
     slope, intercept = fit_line(points)
     fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept}
     return pyperf.Benchmark([_run([max(used, 1.0)], {**metadata, **fitted,
                                                      "vmvc_instances": n})
                              for n, used in points])
+
+
+def stop_all(instances: list[Instance]) -> None:
+    """Stop every instance, even when one refuses; then report the first refusal."""
+    errors = []
+    for instance in instances:
+        try:
+            instance.stop()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:

@@ -127,7 +127,7 @@ class Harness:
             "versions": versions(checks),
             "backends": {},
             "workloads": {name: workload_facts(self.workloads[name]) for name in s.workloads},
-            "definitions": {},
+            "definitions": previous.get("definitions", {}),
             "failures": previous.get("failures", []),
             "ratios": {},
         }
@@ -186,6 +186,9 @@ class Harness:
                 raise
             finally:
                 signal.signal(signal.SIGTERM, previous_handler)
+        suite = self.rundir.suite()
+        if suite is not None:
+            self.manifest["ratios"] = cost_ratios(suite)
         self.manifest["status"] = "complete" if not self.manifest["failures"] else \
             "complete with failures"
         self.manifest["updated"] = _now()

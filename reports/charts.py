@@ -1,0 +1,166 @@
+"""The report's charts: matplotlib figures rendered to inline SVG (text kept as text, no
+external resources), one function per chart."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from reports.summary import BACKEND_ORDER, backends_of
+
+COLOURS = {"bare": "#4d4d4d", "builtin": "#1f77b4", "builtin-cli": "#6baed6",
+           "runc": "#2ca02c", "crun": "#98df8a", "vm": "#d62728"}
+PHASE_ORDER = ["qemu_started", "kernel_started", "init_started", "agent_connected",
+               "first_command_done"]
+def _seconds(value: float, _position: object = None) -> str:
+    if value >= 1:
+        return f"{value:g} s"
+    return f"{value * 1e3:g} ms" if value >= 1e-3 else f"{value * 1e6:g} µs"
+
+
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "figure.dpi": 100,
+                     "svg.hashsalt": "vmvc"})
+
+
+def to_svg(fig: plt.Figure) -> str:
+    """The figure as an <svg> element for inline HTML (no XML prolog or DOCTYPE)."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF boilerplate
+    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+
+
+def startup_strip(frame: pd.DataFrame) -> str | None:
+    """Every startup value per backend, log scale: to exit of `true` and to first line."""
+    part = frame[frame["metric"] == "startup"]
+    if part.empty:
+        return None
+    backends = backends_of(part)
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.45 * len(backends)))
+    for offset, (workload, marker) in (( -0.12, ("true", "o")), (0.12, ("ready", "^"))):
+        for i, backend in enumerate(backends):
+            row = part[(part["backend"] == backend) & (part["workload"] == workload)]
+            if row.empty:
+                continue
+            values = row.iloc[0]["values"]
+            ax.scatter(values, [i + offset] * len(values), marker=marker, s=14, alpha=0.6,
+                       color=COLOURS.get(backend, "#777"),
+                       label=f"to {'exit of true' if workload == 'true' else 'first line'}"
+                       if i == 0 else None)
+            ax.plot([row.iloc[0]["median"]] * 2, [i + offset - 0.1, i + offset + 0.1],
+                    color="black", linewidth=1.5)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
+    ax.set_yticks(range(len(backends)), backends)
+    ax.invert_yaxis()
+    ax.set_xlabel("time from start requested (log scale; bar: median)")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+              frameon=False)
+    return to_svg(fig)
+
+
+def boot_phases(frame: pd.DataFrame) -> str | None:
+    """The VM's boot as a stacked bar: the median time spent in each phase."""
+    part = frame[frame["metric"] == "boot-phase"].set_index("workload")
+    if part.empty:
+        return None
+    phases = [p for p in PHASE_ORDER if p in part.index]
+    fig, ax = plt.subplots(figsize=(9, 1.4))
+    left = 0.0
+    cmap = plt.get_cmap("Reds")
+    for i, phase in enumerate(phases):
+        end = float(part.loc[phase, "median"])
+        width = max(end - left, 0.0)
+        ax.barh([0], [width], left=left, color=cmap(0.3 + 0.6 * i / max(len(phases) - 1, 1)),
+                edgecolor="white", label=f"{phase} ({end:.2f} s)")
+        left = max(left, end)
+    ax.set_yticks([])
+    ax.set_xlabel("seconds from create requested (medians)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, fontsize=8,
+              frameon=False)
+    return to_svg(fig)
+
+
+def idle_memory(frame: pd.DataFrame) -> str | None:
+    part = frame[(frame["metric"] == "memory") & (frame["workload"] == "idle")]
+    if part.empty:
+        return None
+    backends = backends_of(part)
+    medians = [float(part[part["backend"] == b].iloc[0]["median"]) / 2**20 for b in backends]
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.45 * len(backends)))
+    ax.barh(backends, medians, color=[COLOURS.get(b, "#777") for b in backends])
+    for i, value in enumerate(medians):
+        ax.text(value, i, f" {value:.3g} MiB", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(medians) * 4)
+    ax.invert_yaxis()
+    ax.set_xlabel("host memory of one idle instance, MiB (log scale)")
+    return to_svg(fig)
+
+
+def density(frame: pd.DataFrame) -> str | None:
+    part = frame[frame["metric"] == "density"]
+    if part.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for _, row in part.iterrows():
+        points = sorted((n, sum(v) / len(v)) for n, v in row["runs"] if n is not None)
+        if not points:
+            continue
+        xs, ys = [p[0] for p in points], [p[1] / 2**20 for p in points]
+        slope = (row["slope"] or 0) / 2**20
+        ax.plot(xs, ys, marker="o", color=COLOURS.get(row["backend"], "#777"),
+                label=f"{row['backend']}: {slope:.3g} MiB per instance")
+    ax.set_xlabel("idle instances (N)")
+    ax.set_ylabel("host memory in use, MiB")
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_svg(fig)
+
+
+def isolation_cost(frame: pd.DataFrame) -> str | None:
+    """Per workload, each backend's mean over bare's, the spread of its values as error
+    bars; the bars say which way is better."""
+    part = frame[frame["metric"] == "cost"]
+    if part.empty or "bare" not in set(part["backend"]):
+        return None
+    workloads = sorted(set(part["workload"]))
+    backends = [b for b in BACKEND_ORDER if b in set(part["backend"])]
+    width = 0.8 / len(backends)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for j, backend in enumerate(backends):
+        xs, ys, errs = [], [], []
+        for i, workload in enumerate(workloads):
+            rows = part[(part["workload"] == workload)]
+            bare = rows[rows["backend"] == "bare"]
+            mine = rows[rows["backend"] == backend]
+            if bare.empty or mine.empty:
+                continue
+            base = float(bare.iloc[0]["mean"])
+            xs.append(i + (j - (len(backends) - 1) / 2) * width)
+            ys.append(float(mine.iloc[0]["mean"]) / base)
+            errs.append(float(mine.iloc[0]["stdev"]) / base)
+        ax.bar(xs, ys, width=width, yerr=errs, capsize=2, label=backend,
+               color=COLOURS.get(backend, "#777"))
+    labels = []
+    for workload in workloads:
+        better = part[part["workload"] == workload].iloc[0]["better"]
+        labels.append(f"{workload}\n({better} is better)")
+    ax.set_xticks(range(len(workloads)), labels, fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_ylabel("figure / bare's figure")
+    ax.legend(fontsize=8, ncol=len(backends), loc="upper center", bbox_to_anchor=(0.5, -0.25),
+              frameon=False)
+    return to_svg(fig)

@@ -1,0 +1,35 @@
+"""Two runs' shared benchmarks, B against A, with pyperf's significance test (Student's
+two-sample t-test at 95 %, the one ``python -m pyperf compare_to`` applies), each figure
+read in its own direction (``vmvc_better``), regressions first."""
+
+from __future__ import annotations
+
+import pyperf
+
+
+def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
+    from pyperf._utils import is_significant  # pinned: pyperf>=2.6,<3
+
+    rows = []
+    names_b = set(b.get_benchmark_names())
+    for bench_a in a:
+        name = bench_a.get_name()
+        if name not in names_b:
+            continue
+        bench_b = b.get_benchmark(name)
+        values_a, values_b = bench_a.get_values(), bench_b.get_values()
+        try:
+            significant = len(values_a) > 1 and len(values_b) > 1 and \
+                bool(is_significant(values_a, values_b)[0])
+        except ZeroDivisionError:  # no spread at all on either side
+            significant = bench_a.mean() != bench_b.mean()
+        higher = bench_a.get_metadata().get("vmvc_better") == "higher"
+        change = bench_b.mean() / bench_a.mean()
+        improved = change > 1 if higher else change < 1
+        rows.append({"name": name, "a": bench_a.mean(), "b": bench_b.mean(), "change": change,
+                     "significant": significant,
+                     "verdict": ("better" if improved else "worse") if significant
+                     else "not significant",
+                     "unit": bench_a.get_metadata().get("vmvc_unit", "s")})
+    rows.sort(key=lambda r: (r["verdict"] != "worse", r["verdict"] != "better", r["name"]))
+    return rows

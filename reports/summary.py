@@ -1,0 +1,221 @@
+"""The report's figures in words and tables: the at-a-glance table and the four claims,
+each decided by this run's numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports.load import Run
+
+BACKEND_ORDER = ["bare", "builtin", "builtin-cli", "runc", "crun", "vm"]
+GROUP = {"bare": "host", "builtin": "container", "builtin-cli": "container",
+         "runc": "container", "crun": "container", "vm": "VM"}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    """A figure in a readable unit: seconds as ms or s, bytes as KiB/MiB/GiB."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2013"  # an en dash: not measured
+    if unit == "s":
+        if value < 1e-3:
+            return f"{value * 1e6:.3g} µs"
+        return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+    if unit == "bytes":
+        for scale, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {name}"
+        return f"{value:.0f} B"
+    if abs(value) >= 1000:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.4g} {unit}"
+
+
+def fmt_ratio(ratio: float) -> str:
+    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+
+
+@dataclass
+class GlanceRow:
+    metric: str  # e.g. "startup (to exit of true)"
+    unit: str
+    better: str
+    definition: str
+    cells: dict[str, dict] = field(default_factory=dict)  # backend → {value, text, ratio, best}
+
+
+def backends_of(frame: pd.DataFrame) -> list[str]:
+    present = set(frame["backend"])
+    return [b for b in BACKEND_ORDER if b in present] + sorted(present - set(BACKEND_ORDER))
+
+
+def glance(run: Run) -> list[GlanceRow]:
+    """Per metric, every backend's median with its ratio to bare; the best marked."""
+    frame = run.frame
+    rows: list[GlanceRow] = []
+    wanted = [("startup", "true", "startup to the exit of true"),
+              ("startup", "ready", "startup to the first output line"),
+              ("memory", "idle", "host memory of one idle instance")]
+    density = frame[frame["metric"] == "density"]
+    costs = sorted(set(frame.loc[frame["metric"] == "cost", "workload"]))
+    for metric, workload, title in wanted:
+        part = frame[(frame["metric"] == metric) & (frame["workload"] == workload)]
+        if len(part):
+            rows.append(_row(title, part, "median"))
+    if len(density):
+        rows.append(_row("memory per extra idle instance (density slope)", density, "slope"))
+    for workload in costs:
+        part = frame[(frame["metric"] == "cost") & (frame["workload"] == workload)]
+        rows.append(_row(f"cost: {workload}", part, "median"))
+    return rows
+
+
+def _row(title: str, part: pd.DataFrame, column: str) -> GlanceRow:
+    first = part.iloc[0]
+    row = GlanceRow(title, first["unit"], first["better"], first["definition"])
+    values = {r["backend"]: float(r[column]) for _, r in part.iterrows()
+              if r[column] is not None and not pd.isna(r[column])}
+    if not values:
+        return row
+    best_value = (max if row.better == "higher" else min)(values.values())
+    bare = values.get("bare")
+    for backend, value in values.items():
+        ratio = value / bare if bare else None
+        source = part[part["backend"] == backend].iloc[0]
+        row.cells[backend] = {"value": value, "text": fmt(value, row.unit),
+                              "ratio": ratio, "best": value == best_value,
+                              "definition": source["definition"], "name": source["name"],
+                              "statistic": column}
+    return row
+
+
+@dataclass
+class Claim:
+    claim: str
+    verdict: str  # holds | does not hold | holds only under … | not measured here
+    evidence: str
+    css: str  # holds | fails | partly | unmeasured
+
+
+def _median(frame: pd.DataFrame, name: str) -> float | None:
+    part = frame[frame["name"] == name]
+    return float(part.iloc[0]["median"]) if len(part) else None
+
+
+def claims(runs: list[Run]) -> list[tuple[Run | None, Claim]]:
+    """The four claims for each run; the hypervisor-type claim once, across runs."""
+    out: list[tuple[Run | None, Claim]] = []
+    for run in runs:
+        out += [(run, claim_startup(run)), (run, claim_memory(run)),
+                (run, claim_isolation(run))]
+    out.append((None, claim_hypervisor_type(runs)))
+    return out
+
+
+def _fastest_container(frame: pd.DataFrame, prefix: str) -> tuple[str, float] | None:
+    found = [(b, _median(frame, f"{prefix}:{b}")) for b in BACKEND_ORDER
+             if GROUP.get(b) == "container"]
+    found = [(b, v) for b, v in found if v is not None]
+    return min(found, key=lambda item: item[1]) if found else None
+
+
+def _emulated(run: Run) -> str:
+    return " (under TCG emulation: a KVM host boots faster)" if run.accelerator != "kvm" else ""
+
+
+def claim_startup(run: Run) -> Claim:
+    text = "VMs take minutes to start while containers take milliseconds"
+    vm = _median(run.frame, "startup:true:vm")
+    container = _fastest_container(run.frame, "startup:true")
+    if vm is None or container is None:
+        return Claim(text, "not measured here", "this run has no VM or no container startup",
+                     "unmeasured")
+    backend, seconds = container
+    slowest = max(v for b in BACKEND_ORDER if GROUP.get(b) == "container"
+                  and (v := _median(run.frame, f"startup:true:{b}")) is not None)
+    evidence = (f"the VM ran its first command {fmt(vm, 's')} after the start request"
+                f"{_emulated(run)}; containers ran true to its exit in {fmt(seconds, 's')} "
+                f"({backend}) to {fmt(slowest, 's')}: the VM is {vm / seconds:.0f}x slower")
+    if vm >= 60 and slowest < 1:
+        return Claim(text, "holds", evidence, "holds")
+    if slowest < 1:
+        return Claim(text, "does not hold", "containers do take milliseconds, but VMs take "
+                     f"seconds, not minutes: {evidence}", "fails")
+    return Claim(text, "does not hold", evidence, "fails")
+
+
+def claim_memory(run: Run) -> Claim:
+    text = "VMs waste resources by allocating a separate OS for each app"
+    vm = _median(run.frame, "memory:idle:vm")
+    container = _fastest_container(run.frame, "memory:idle")
+    if vm is None or container is None:
+        return Claim(text, "not measured here", "this run has no idle VM or container reading",
+                     "unmeasured")
+    backend, used = container
+    configured = run.manifest.get("settings", {}).get("vm_memory_mib")
+    evidence = (f"an idle VM cost the host {fmt(vm, 'bytes')} (QEMU's PSS) against "
+                f"{fmt(used, 'bytes')} for an idle {backend} container ({vm / used:.0f}x)")
+    if configured:
+        evidence += (f"; of its {configured} MiB of guest RAM the VM held "
+                     f"{100 * vm / (configured * 2**20):.0f} %: RAM is taken as the guest "
+                     "touches it, not reserved up front")
+    if vm / used >= 10:
+        return Claim(text, "holds only under idle, memory-light apps", evidence
+                     + " — the guest kernel and its userspace are a fixed cost per VM that "
+                     "matters most when the app itself is small", "partly")
+    return Claim(text, "does not hold", evidence, "fails")
+
+
+def claim_isolation(run: Run) -> Claim:
+    text = "containers isolate applications, VMs isolate systems"
+    backends = set(run.frame["backend"])
+    has_vm = "vm" in backends
+    containers = sorted(b for b in backends if GROUP.get(b) == "container")
+    if not has_vm or not containers:
+        return Claim(text, "not measured here", "this run has no VM or no container",
+                     "unmeasured")
+    kernel = run.manifest.get("host", {}).get("kernel", "the host's kernel")
+    evidence = (f"the containers ({', '.join(containers)}) ran the image's processes on the "
+                f"host kernel {kernel}, fenced by namespaces (pid, net, ipc, uts, mount, "
+                "cgroup), cgroups and Docker's seccomp profile: one application's view; the "
+                "VM booted its own kernel from the image behind virtio devices, with its own "
+                "init, PID 1 and network stack: a whole system")
+    syscall = _median(run.frame, "cost:syscall:vm")
+    bare = _median(run.frame, "cost:syscall:bare")
+    if syscall and bare:
+        evidence += f"; syscalls in the VM ran at {syscall / bare:.2f}x bare{_emulated(run)}"
+    return Claim(text, "holds", evidence, "holds")
+
+
+def efficiency(run: Run, workload: str, backend: str = "vm") -> float | None:
+    """The backend's figure against bare's, turned so that above 1 is better."""
+    part = run.frame[(run.frame["metric"] == "cost") & (run.frame["workload"] == workload)]
+    values = {r["backend"]: (r["mean"], r["better"]) for _, r in part.iterrows()}
+    if backend not in values or "bare" not in values:
+        return None
+    (mine, better), (bare, _) = values[backend], values["bare"]
+    return mine / bare if better == "higher" else bare / mine
+
+
+def claim_hypervisor_type(runs: list[Run]) -> Claim:
+    text = "type 1 hypervisors are more efficient than type 2"
+    by_accel: dict[str, list[float]] = {}
+    for run in runs:
+        ratios = [r for r in (efficiency(run, w) for w in
+                              set(run.frame.loc[run.frame["metric"] == "cost", "workload"]))
+                  if r]
+        if ratios:
+            by_accel.setdefault(run.accelerator, []).append(
+                math.exp(sum(math.log(r) for r in ratios) / len(ratios)))
+    if "kvm" not in by_accel or "tcg" not in by_accel:
+        only = ", ".join(sorted(by_accel)) or "no VM"
+        return Claim(text, "not measured here", f"VMs ran under {only} only; the comparison "
+                     "needs a KVM run and an emulated (TCG) run in one report", "unmeasured")
+    kvm, tcg = max(by_accel["kvm"]), max(by_accel["tcg"])
+    evidence = (f"VM workloads ran at {kvm:.2f}x bare's speed under KVM (hardware-assisted, in the "
+                f"kernel) and {tcg:.2f}x under TCG (emulation in a user process); strictly, "
+                "KVM vs TCG is acceleration vs emulation, not type 1 vs type 2")
+    return Claim(text, "holds" if kvm > tcg else "does not hold", evidence,
+                 "holds" if kvm > tcg else "fails")

@@ -1,0 +1,158 @@
+"""`vmvc report`: rendered from a stored real run (tests/fixtures/run-quick, the quick suite
+on this 2-core TCG machine) and from a live tiny run; the HTML parses strictly, every
+section is there, every at-a-glance number is results.json's; a real browser renders it;
+bad input is one line naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import html5lib
+import pyperf
+import pytest
+
+VMVC = str(Path(sys.executable).parent / "vmvc")
+FIXTURE = Path(__file__).parent / "fixtures" / "run-quick"
+SECTIONS = ("glance", "claims", "startup", "memory", "cost", "environment", "raw")
+CLAIMS = ("VMs take minutes to start", "VMs waste resources", "containers isolate applications",
+          "type 1 hypervisors")
+
+
+def report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VMVC, "report", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def parse(path: Path):
+    """Strict HTML5 parsing: any parse error fails the test."""
+    return html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(
+        path.read_bytes())
+
+
+def glance_cells(document) -> list:
+    return [td for td in document.iter("td") if td.get("data-name")]
+
+
+def check_against_results(html: Path, run_dir: Path) -> int:
+    """Every at-a-glance figure is results.json's median (or the density slope)."""
+    suite = pyperf.BenchmarkSuite.load(str(run_dir / "results.json"))
+    cells = glance_cells(parse(html))
+    for td in cells:
+        benchmark = suite.get_benchmark(td.get("data-name"))
+        expected = benchmark.median() if td.get("data-statistic") == "median" else \
+            benchmark.get_metadata()["vmvc_slope_bytes"]
+        assert float(td.get("data-value")) == pytest.approx(expected, rel=1e-12)
+    return len(cells)
+
+
+def test_report_from_the_stored_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE, run_dir)
+    result = report(str(run_dir))
+    assert result.returncode == 0, result.stderr
+    html = run_dir / "report.html"
+    document = parse(html)
+    ids = {element.get("id") for element in document.iter() if element.get("id")}
+    assert set(SECTIONS) <= ids
+    text = html.read_text()
+    for claim in CLAIMS:
+        assert claim in text
+    assert "tcg-banner-1" in ids  # the stored run's VMs were emulated
+    assert check_against_results(html, run_dir) >= 6 * 8  # six backends, eight figures
+    assert len(list(document.iter("{http://www.w3.org/2000/svg}svg"))) + \
+        text.count("<svg") >= 5  # startup, phases, memory, cost charts at least
+    for remote in ("<script", 'src="http', 'href="http', "url(http", "@import"):
+        assert remote not in text  # self-contained: no script, nothing fetched
+    for name in ("results.json", "manifest.json", "report.csv"):
+        assert (run_dir / name).exists() and f'href="{name}"' in text
+
+
+def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "out" / "live.html"
+    result = report(str(container_run), "--baseline", str(FIXTURE), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    document = parse(out)
+    ids = {element.get("id") for element in document.iter() if element.get("id")}
+    assert set(SECTIONS) | {"baseline"} <= ids
+    assert check_against_results(out, container_run) >= 5 * 3
+    assert (out.parent / "run1-results.json").exists() and (out.parent / "live.csv").exists()
+    md = tmp_path / "summary.md"
+    result = report(str(container_run), "--format", "md", "-o", str(md))
+    assert result.returncode == 0, result.stderr
+    text = md.read_text()
+    assert "## At a glance" in text and "## The claims, checked" in text
+    assert "| startup to the exit of true" in text
+
+
+def test_several_run_dirs_one_report(container_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "both.html"
+    result = report(str(FIXTURE), str(container_run), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    labels = [json.loads((d / "manifest.json").read_text())["host"]["hostname"]
+              for d in (FIXTURE, container_run)]
+    assert all(label in text for label in labels)
+    assert text.count('class="glance"') == 2  # a panel per run
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed")
+def test_a_real_browser_renders_it(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE, run_dir)
+    assert report(str(run_dir)).returncode == 0
+    shot = tmp_path / "shot.png"
+    result = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--window-size=1200,2400", f"--screenshot={shot}", (run_dir / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line
+               or "Failed to load resource" in line]
+    assert console == [], console
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 50  # text, tables and charts, not a blank page
+    background = max(colours)[0] / (image.width * image.height)
+    assert background < 0.97
+
+
+@pytest.mark.parametrize("case", ["missing-dir", "truncated-results", "foreign-manifest",
+                                  "no-manifest"])
+def test_bad_input_is_one_line_naming_the_file(case: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE, run_dir)
+    if case == "missing-dir":
+        target = tmp_path / "nowhere"
+    elif case == "truncated-results":
+        text = (run_dir / "results.json").read_text()
+        (run_dir / "results.json").write_text(text[: len(text) // 2])
+        target = run_dir / "results.json"
+    elif case == "foreign-manifest":
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["format"] = "vmvc-run/99"
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        target = run_dir / "manifest.json"
+    else:
+        (run_dir / "manifest.json").unlink()
+        target = run_dir / "manifest.json"
+    given = target if case == "missing-dir" else run_dir
+    out = tmp_path / "out.html"
+    result = report(str(given), "-o", str(out))
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and str(target) in line, line
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
