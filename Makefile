@@ -14,7 +14,9 @@ test: setup
 lint:
 	$(PYTHON) -m ruff check .
 
-RUN ?= runs/$(shell date +%Y-%m-%dT%H-%M-%S)
+ifndef RUN
+RUN := runs/$(shell date +%Y-%m-%dT%H-%M-%S)
+endif
 
 bench: setup
 	.venv/bin/vmvc run --suite quick --out $(RUN) || [ -s $(RUN)/results.json ]

@@ -64,6 +64,20 @@ def load_run(path: Path) -> Run:
     return Run(path, manifest, suite, frame_of(suite, manifest))
 
 
+def density_slope(benchmark: pyperf.Benchmark) -> float | None:
+    """Bytes per extra idle instance: least squares over every run's (N, used) point (the
+    harness's own fit is per round; several rounds are fitted together here)."""
+    points = [(float(r.get_metadata()["vmvc_instances"]), v) for r in benchmark.get_runs()
+              if "vmvc_instances" in r.get_metadata() for v in r.values]
+    xs = {x for x, _ in points}
+    if len(xs) < 2:
+        return points[0][1] / points[0][0] if points else None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / \
+        sum((x - mean_x) ** 2 for x, _ in points)
+
+
 def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
     rows = []
     ratios = manifest.get("ratios", {})
@@ -85,7 +99,7 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             "n": len(values), "values": values, "ratio_to_bare": ratios.get(name),
             "runs": [(r.get_metadata().get("vmvc_instances"), list(r.values))
                      for r in benchmark.get_runs()],
-            "slope": meta.get("vmvc_slope_bytes"),
+            "slope": density_slope(benchmark) if parts[0] == "density" else None,
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",

@@ -11,8 +11,13 @@
 # (extra `vmvc run` options, e.g. "--vm-boots 1"). KVM is used where the probe says it
 # works, TCG otherwise; the report says which.
 set -euo pipefail
-cd "$(dirname "$(readlink -f "$0")")/.."
-[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
+self=$(readlink -f "$0")
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$self" "$@"
+# paths given are the caller's: made absolute before moving to the repo
+args=("${1:-}")
+for arg in "${@:2}"; do args+=("$(realpath -m -- "$arg")"); done
+set -- "${args[@]}"
+cd "$(dirname "$self")/.."
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 usage() { echo "usage: $0 kvm | bench RUN_DIR | merge REPORT RUN_DIR..." >&2; exit 2; }
@@ -75,7 +80,7 @@ merge() {
   done
   [ ${#runs[@]} -ge 1 ] || { echo "$0: no run dir with results among: $*" >&2; exit 1; }
   set -- "${runs[@]}"
-  make setup
+  scripts/setup.sh --venv-only  # rendering needs the venv, not images or libvirt
   mkdir -p "$(dirname "$report")"
   .venv/bin/vmvc report "$@" -o "$report"
   .venv/bin/vmvc report "$@" --format md -o "${report%.html}.md"

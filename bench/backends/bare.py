@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +22,7 @@ from bench.backends.base import (
     ENV,
     IDLE,
     Backend,
+    Captured,
     ExecOutcome,
     Instance,
     MemoryReading,
@@ -45,6 +45,9 @@ def _enter_image(root: str, scratch: str) -> None:
     linux = Linux()
     linux.unshare(CLONE_NEWNS)
     linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # the layer is shared (the containers' overlay lower dir): bound read-only over itself
+    linux.mount(root, root, None, MS_BIND)
+    linux.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     for source, target in (("/proc", "proc"), ("/dev", "dev"), ("/sys", "sys"),
                            (f"{scratch}/tmp", "tmp"), (f"{scratch}/var-tmp", "var/tmp")):
         linux.mount(source, f"{root}/{target}", None, MS_BIND | MS_REC)
@@ -72,13 +75,11 @@ class BareInstance(Instance):
                                 preexec_fn=lambda: _enter_image(root, scratch))
 
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
-        with tempfile.TemporaryFile() as out:
+        with Captured() as captured:
             start = time.monotonic()
-            proc = self.popen(argv, out.fileno(), out.fileno())
+            proc = self.popen(argv, captured.out.fileno(), captured.err.fileno())
             code = wait_process(proc, timeout, f"bare: {' '.join(argv)}")
-            seconds = time.monotonic() - start
-            out.seek(0)
-            return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
+            return captured.outcome(code, time.monotonic() - start)
 
     def pids(self) -> list[int]:
         """Every live process of this instance, daemons included (by its environment mark)."""

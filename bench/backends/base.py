@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -48,8 +49,34 @@ class BackendContext:
 @dataclass(frozen=True)
 class ExecOutcome:
     exit_code: int | None
-    output: str  # stdout then stderr
+    stdout: str  # what figures are read from
+    stderr: str  # kept apart: a tool's warning must not break its JSON
     seconds: float  # wall time from "run requested" to its exit, on the host's monotonic clock
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Captured:
+    """Two temporary files for a command's stdout and stderr (files, not pipes: a daemon
+    it leaves behind may keep them open)."""
+
+    def __enter__(self) -> Captured:
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.out.close()
+        self.err.close()
+
+    def outcome(self, code: int | None, seconds: float) -> ExecOutcome:
+        texts = []
+        for handle in (self.out, self.err):
+            handle.seek(0)
+            texts.append(handle.read().decode(errors="replace"))
+        return ExecOutcome(code, texts[0], texts[1], seconds)
 
 
 @dataclass(frozen=True)
@@ -115,8 +142,9 @@ class Backend(ABC):
         """Release what the backend keeps between instances."""
 
 
-def read_first_line(fd: int, deadline: float, what: str) -> None:
-    """Block until a whole line arrives on *fd* (a pipe), or fail by the deadline."""
+def read_first_line(fd: int, deadline: float, what: str, expect: str = "ready") -> None:
+    """Block until a whole line arrives on *fd* (a pipe), or fail by the deadline; it must
+    be *expect* (an error message is not readiness)."""
     buffer = b""
     while b"\n" not in buffer:
         left = deadline - time.monotonic()
@@ -128,6 +156,9 @@ def read_first_line(fd: int, deadline: float, what: str) -> None:
             if not chunk:
                 raise VmvcError(f"{what}: exited before printing a line")
             buffer += chunk
+    line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
+    if line != expect:
+        raise VmvcError(f"{what}: first line {line[:120]!r}, expected {expect!r}")
 
 
 def wait_exit(pid: int, deadline: float, what: str) -> int | None:
@@ -157,6 +188,10 @@ def wait_process(proc: subprocess.Popen, timeout: float, what: str) -> int:
     pidfd = os.pidfd_open(proc.pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout)
+    except BaseException:  # interrupted: the command goes too, and is reaped
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         os.close(pidfd)
     if not ready:

@@ -4,13 +4,13 @@ harness's process: no runtime CLI is started per container."""
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 
 from bench.backends.base import (
     IDLE,
     Backend,
+    Captured,
     ExecOutcome,
     Instance,
     MemoryReading,
@@ -37,13 +37,12 @@ class BuiltinInstance(Instance):
         timer = threading.Timer(timeout, lambda: runtime.kill(self.id, 9, every_process=True))
         null = os.open(os.devnull, os.O_RDONLY)
         try:
-            with tempfile.TemporaryFile() as out:
+            with Captured() as captured:
                 timer.start()
                 start = time.monotonic()
-                code = runtime.exec(self.id, argv, stdio=(null, out.fileno(), out.fileno()))
-                seconds = time.monotonic() - start
-                out.seek(0)
-                return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
+                code = runtime.exec(self.id, argv,
+                                    stdio=(null, captured.out.fileno(), captured.err.fileno()))
+                return captured.outcome(code, time.monotonic() - start)
         finally:
             timer.cancel()
             os.close(null)

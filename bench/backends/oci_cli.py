@@ -10,6 +10,7 @@ annotation and mounts its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from bench.backends.base import (
     IDLE,
     Backend,
+    Captured,
     ExecOutcome,
     Instance,
     MemoryReading,
@@ -75,9 +77,14 @@ class Bundle:
     def create(self, stdio: tuple[int, int, int]) -> int:
         self.mount_root()
         pid_file = self.dir / "init.pid"
+        try:
+            self.backend.cli("create", "--bundle", str(self.dir), "--pid-file", str(pid_file),
+                             self.id, stdio=stdio)
+        except BaseException:
+            with contextlib.suppress(VmvcError):  # whatever a half-done create left
+                self.backend.cli("delete", "--force", self.id)
+            raise
         self.created = True
-        self.backend.cli("create", "--bundle", str(self.dir), "--pid-file", str(pid_file),
-                         self.id, stdio=stdio)
         self.pid = int(pid_file.read_text())
         return self.pid
 
@@ -107,14 +114,12 @@ class CliInstance(Instance):
 
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
         backend = self.bundle.backend
-        with tempfile.TemporaryFile() as out:
+        with Captured() as captured:
             start = time.monotonic()
             code = run_command([*backend.command(), "exec", self.bundle.id, *argv],
-                               (subprocess.DEVNULL, out, out), timeout,
+                               (subprocess.DEVNULL, captured.out, captured.err), timeout,
                                f"{backend.name}: {' '.join(argv)}")
-            seconds = time.monotonic() - start
-            out.seek(0)
-            return ExecOutcome(code, out.read().decode(errors="replace"), seconds)
+            return captured.outcome(code, time.monotonic() - start)
 
     def memory(self) -> MemoryReading:
         used = cgroup_memory_bytes(self.bundle.pid)

@@ -30,10 +30,13 @@ class VmInstance(Instance):
             raise VmvcError(str(exc)) from exc
         if result.timed_out:
             raise VmvcError(f"vm: {' '.join(argv)} still running after {timeout:.0f} s")
-        return ExecOutcome(result.exit_code, result.stdout + result.stderr, result.seconds)
+        return ExecOutcome(result.exit_code, result.stdout, result.stderr, result.seconds)
 
     def memory(self) -> MemoryReading:
-        stats = self.vm.stats()
+        try:
+            stats = self.vm.stats()
+        except VmError as exc:
+            raise VmvcError(str(exc)) from exc
         pss = int(stats["qemu_pss_kib"]) * 1024  # type: ignore[arg-type]
         parts = {"qemu_pss": pss, "qemu_rss": int(stats["qemu_rss_kib"]) * 1024}  # type: ignore[arg-type]
         if stats.get("cgroup_bytes") is not None:
@@ -43,7 +46,10 @@ class VmInstance(Instance):
     def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
-            self.vm.close()
+            try:
+                self.vm.close()
+            except VmError as exc:
+                raise VmvcError(str(exc)) from exc
 
 
 class VmBackend(Backend):

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise VmvcError("vmvc run needs root (namespaces, cgroups, mounts, libvirt)")
     if args.resume is not None:
         chosen = [a for a in ("suite", "backends", "workloads", "repeat", "out", "image", "cpus",
-                              "memory_mib", "density_max", "vm_boots") if getattr(args, a)]
+                              "memory_mib", "density_max", "vm_boots", "vm_memory_mib",
+                              "vm_vcpus") if getattr(args, a) is not None]
         if chosen:
             raise VmvcError(f"--resume continues with the run's own settings: drop "
                             f"--{chosen[0].replace('_', '-')}")

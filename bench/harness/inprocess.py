@@ -84,7 +84,7 @@ def stop_all(instances: list[Instance]) -> None:
     for instance in instances:
         try:
             instance.stop()
-        except Exception as exc:
+        except BaseException as exc:  # each gets its turn, even on Ctrl-C
             errors.append(exc)
     if errors:
         raise errors[0]

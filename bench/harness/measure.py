@@ -47,7 +47,11 @@ def cost(instance: Instance, workload: Workload, suite: str,
     if outcome.exit_code != 0:
         raise VmvcError(f"{workload.name}: exited {outcome.exit_code}: "
                         f"{_last_line(outcome.output)}")
-    value = workload.figure.read(outcome.output, outcome.seconds)
+    try:
+        value = workload.figure.read(outcome.stdout, outcome.seconds)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise VmvcError(f"{workload.name}: cannot read its figure from the output: "
+                        f"{type(exc).__name__}: {exc}") from exc
     if not value > 0:
         raise VmvcError(f"{workload.name}: figure {value} is not positive")
     return value

@@ -78,7 +78,14 @@ def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
             if workloads[name].packages:
                 raise VmvcError(f"--image tiny is busybox only: workload {name} needs "
                                 f"{', '.join(workloads[name].packages)} (use --image full)")
-    if settings.cpus is not None and not 0 < settings.cpus <= os.cpu_count():
+    for option, value, least in (("--vm-boots", settings.vm_boots, 1),
+                                 ("--density-max", settings.density_max, 0),
+                                 ("--vm-memory-mib", settings.vm_memory_mib, 128),
+                                 ("--vm-vcpus", settings.vm_vcpus, 1),
+                                 ("--memory-mib", settings.memory_mib, 8)):
+        if value is not None and value < least:
+            raise VmvcError(f"{option} {value}: must be at least {least}")
+    if settings.cpus is not None and not 0 < settings.cpus <= (os.cpu_count() or 1):
         raise VmvcError(f"--cpus {settings.cpus}: must be in (0, {os.cpu_count()}]")
 
 
@@ -111,6 +118,14 @@ class Harness:
             verdict, checks = run_checks()
         self.accelerator = verdict.accelerator
         previous = self.manifest
+        if previous:  # resuming: the rest must be measured under what the start was
+            before = (previous.get("image", {}).get("digest"),
+                      previous.get("accelerator", {}).get("accelerator"))
+            if before != (image.digest, verdict.accelerator):
+                raise VmvcError(
+                    f"{self.rundir.manifest_path}: started with image {before[0]} under "
+                    f"{before[1]}, now {image.digest} under {verdict.accelerator}: results "
+                    "would mix; start a new run")
         self.manifest = {
             "format": FORMAT,
             "created": previous.get("created") or _now(),
@@ -169,9 +184,12 @@ class Harness:
                     started = time.monotonic()
                     try:
                         benchmarks = self.run_task(task)
-                    except VmvcError as exc:
-                        self.record_failure(task, str(exc))
-                        progress.task_failed(task, str(exc))
+                        if not benchmarks:
+                            raise VmvcError("no value measured")
+                    except Exception as exc:  # one task's failure, whatever it is
+                        reason = self.task_error(task, exc)
+                        self.record_failure(task, reason)
+                        progress.task_failed(task, reason)
                         continue
                     suite = self.rundir.add(benchmarks)
                     self.manifest["ratios"] = cost_ratios(suite)
@@ -194,6 +212,16 @@ class Harness:
         self.manifest["updated"] = _now()
         self.rundir.write_manifest(self.manifest)
         return 1 if self.manifest["failures"] else 0
+
+    def task_error(self, task: Task, exc: Exception) -> str:
+        """One line for the manifest; the traceback of an unexpected error in the task's log."""
+        if isinstance(exc, VmvcError):
+            return str(exc)
+        import traceback
+
+        with open(self.log_path(task), "a") as log:
+            traceback.print_exception(exc, file=log)
+        return f"{type(exc).__name__}: {exc}"
 
     def record_failure(self, task: Task, reason: str) -> None:
         self.manifest["failures"].append({
