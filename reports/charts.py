@@ -123,7 +123,7 @@ def density(frame: pd.DataFrame) -> str | None:
         ax.plot(xs, ys, marker="o", color=COLOURS.get(row["backend"], "#777"),
                 label=f"{row['backend']}: {slope:.3g} MiB per instance")
     ax.set_xlabel("idle instances (N)")
-    ax.set_ylabel("host memory in use, MiB")
+    ax.set_ylabel("host memory taken by the N instances, MiB")
     ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

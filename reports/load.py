@@ -67,8 +67,9 @@ def load_run(path: Path) -> Run:
 def density_slope(benchmark: pyperf.Benchmark) -> float | None:
     """Bytes per extra idle instance: least squares over every run's (N, used) point (the
     harness's own fit is per round; several rounds are fitted together here)."""
-    points = [(float(r.get_metadata()["vmvc_instances"]), v) for r in benchmark.get_runs()
-              if "vmvc_instances" in r.get_metadata() for v in r.values]
+    points = [(float(meta["vmvc_instances"]), v - float(meta.get("vmvc_before_bytes", 0)))
+              for r in benchmark.get_runs() if "vmvc_instances" in (meta := r.get_metadata())
+              for v in r.values]
     xs = {x for x, _ in points}
     if len(xs) < 2:
         return points[0][1] / points[0][0] if points else None
@@ -97,7 +98,8 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             "mean": benchmark.mean(), "median": benchmark.median(),
             "stdev": benchmark.stdev() if len(values) > 1 else 0.0,
             "n": len(values), "values": values, "ratio_to_bare": ratios.get(name),
-            "runs": [(r.get_metadata().get("vmvc_instances"), list(r.values))
+            "runs": [(r.get_metadata().get("vmvc_instances"),
+                      [v - float(r.get_metadata().get("vmvc_before_bytes", 0)) for v in r.values])
                      for r in benchmark.get_runs()],
             "slope": density_slope(benchmark) if parts[0] == "density" else None,
         })

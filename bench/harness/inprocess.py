@@ -59,7 +59,7 @@ def density(backend: Backend, steps: list[int], settle: float,
             metadata: dict) -> pyperf.Benchmark:
     """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
     without them, for each N; the least-squares slope per instance is the overhead."""
-    points: list[tuple[int, float]] = []
+    readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
     for n in steps:
         instances: list[Instance] = []
         try:
@@ -68,14 +68,16 @@ def density(backend: Backend, steps: list[int], settle: float,
             for _ in range(n):
                 instances.append(backend.start())
             time.sleep(settle)
-            points.append((n, float(measure.host_used_bytes() - before)))
+            readings.append((n, before, measure.host_used_bytes()))
         finally:
             stop_all(instances)
-    slope, intercept = fit_line(points)
+    # values are the readings with N running (pyperf wants them > 0; the difference can dip
+    # below zero when the host reclaims caches meanwhile); the one before is in the metadata
+    slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])
     fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept}
-    return pyperf.Benchmark([_run([max(used, 1.0)], {**metadata, **fitted,
-                                                     "vmvc_instances": n})
-                             for n, used in points])
+    return pyperf.Benchmark([_run([float(after)], {**metadata, **fitted, "vmvc_instances": n,
+                                                   "vmvc_before_bytes": before})
+                             for n, before, after in readings])
 
 
 def stop_all(instances: list[Instance]) -> None:

@@ -8,8 +8,9 @@ from bench.harness.plan import Task
 from bench.workloads import Workload
 
 DENSITY_DEFINITION = ("host memory in use (MemTotal - MemAvailable) with N idle instances "
-                      "running, minus the reading just before they started; slope per "
-                      "instance by least squares")
+                      "running (each run's value; the reading just before they started is "
+                      "its vmvc_before_bytes); slope of the difference per instance by "
+                      "least squares")
 
 
 def benchmark_metadata(task: Task, backend: Backend, workload: Workload | None,
