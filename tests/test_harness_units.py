@@ -8,10 +8,13 @@ from pathlib import Path
 import pyperf
 import pytest
 
+from bench.backends.base import ExecOutcome, Instance
+from bench.harness import measure
 from bench.harness.inprocess import fit_line
 from bench.harness.plan import SUITES, build_plan, density_steps
 from bench.harness.runner import failure_line
 from bench.harness.summary import cost_ratios
+from bench.workloads import load_workloads
 from reports.compare import compare
 
 
@@ -75,3 +78,29 @@ def test_failure_line_is_the_workers_exception(tmp_path: Path) -> None:
     assert failure_line(log) == "cpu: exited 127: sysbench: not found"
     log.write_text("TypeError: bad operand\nRuntimeError: x failed with exit code 1\n")
     assert failure_line(log) == "TypeError: bad operand"
+
+
+class _Canned(Instance):
+    """An instance that answers with fixed output: the figure-reading logic alone."""
+
+    def __init__(self, stdout: str, stderr: str) -> None:
+        self.answer = ExecOutcome(0, stdout, stderr, 0.5)
+
+    def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
+        return self.answer
+
+    def memory(self):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        pass
+
+
+def test_figures_json_from_stdout_regex_from_both() -> None:
+    workloads = load_workloads()
+    fio = '{"jobs": [{"read": {"iops": 1234.5}}]}'
+    assert measure.cost(_Canned(fio, "fio: note: a warning\n"), workloads["disk"],
+                        "quick") == 1234.5
+    stress = "stress-ng: metrc: [1] get  1000  2.00  0.5  1.5  10612.34  500.0\n"
+    assert measure.cost(_Canned("", stress), workloads["syscall"], "quick") == \
+        pytest.approx(10612.34)

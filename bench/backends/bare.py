@@ -1,9 +1,10 @@
 """``bare``: the baseline, a plain host process running the image's own binaries.
 
 Each command runs chrooted into the image's unpacked layer (the same bits as every other
-backend) in a private mount namespace that only binds the host's /proc, /dev and /sys in
-and the instance's scratch dirs over /tmp and /var/tmp (on the host file system, so the
-image is never written). No other namespace, no cgroup, no seccomp, no capability dropped:
+backend) in a private mount namespace that binds the layer read-only over itself, the
+host's /proc, /dev and /sys in, and the instance's scratch dirs over /tmp and /var/tmp (on
+the host file system; the working directory is /tmp), so the image is never written.
+No other namespace, no cgroup, no seccomp, no capability dropped:
 the host's network (iperf3 over the host's loopback), PIDs and scheduler.
 """
 
@@ -53,7 +54,7 @@ def _enter_image(root: str, scratch: str) -> None:
         linux.mount(source, f"{root}/{target}", None, MS_BIND | MS_REC)
     linux.mount(None, f"{root}/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.chroot(root)
-    os.chdir("/")
+    os.chdir("/tmp")  # the root is read-only here: tools that write to their cwd need this
 
 
 class BareInstance(Instance):

@@ -47,8 +47,11 @@ def cost(instance: Instance, workload: Workload, suite: str,
     if outcome.exit_code != 0:
         raise VmvcError(f"{workload.name}: exited {outcome.exit_code}: "
                         f"{_last_line(outcome.output)}")
+    # JSON is parsed from stdout alone (a warning on stderr must not break it); a regex
+    # searches both (stress-ng reports its metrics on stderr)
+    text = outcome.stdout if workload.figure.kind == "json" else outcome.output
     try:
-        value = workload.figure.read(outcome.stdout, outcome.seconds)
+        value = workload.figure.read(text, outcome.seconds)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise VmvcError(f"{workload.name}: cannot read its figure from the output: "
                         f"{type(exc).__name__}: {exc}") from exc
