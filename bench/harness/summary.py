@@ -27,6 +27,12 @@ def cost_ratios(suite: pyperf.BenchmarkSuite) -> dict[str, float]:
 def describe(benchmark: pyperf.Benchmark) -> str:
     """Median ± stdev in the figure's own unit, for a progress line or a table."""
     meta = benchmark.get_metadata()
+    if meta.get("vmvc_metric") == "density":  # values are host readings; the slope is the figure
+        counts = sorted({r.get_metadata().get("vmvc_instances") for r in benchmark.get_runs()})
+        slope = meta.get("vmvc_slope_bytes")
+        return (f"{slope / 2**20:.3g} MiB per idle instance (N = "
+                f"{', '.join(str(n) for n in counts)})" if slope is not None
+                else f"{len(counts)} steps, slopes differ by round")
     values = benchmark.get_values()
     median = benchmark.median()
     spread = benchmark.stdev() if len(values) > 1 else 0.0
