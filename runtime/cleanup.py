@@ -10,6 +10,7 @@ from runtime import cgroups
 from runtime.container import DEFAULT_ROOT, Runtime
 from runtime.errors import ContainerError
 from runtime.light import suppress
+from runtime.state import STATE_FILE
 
 
 def leftover_cgroups(root: str = cgroups.ROOT) -> list[str]:
@@ -25,6 +26,29 @@ def leftover_cgroups(root: str = cgroups.ROOT) -> list[str]:
     return sorted(names)
 
 
+HALF_CREATED_AGE = 60.0  # seconds: a live create writes its state file within milliseconds
+
+
+def _half_created(state_root: str) -> list[str]:
+    """State dirs a killed ``create`` left without a state file (so no container to delete):
+    removed once they are older than any create in progress could be."""
+    import shutil
+    import time
+
+    removed = []
+    if not os.path.isdir(state_root):
+        return removed
+    for name in sorted(os.listdir(state_root)):
+        path = os.path.join(state_root, name)
+        if name.startswith(".") or not os.path.isdir(path) or \
+                os.path.exists(os.path.join(path, STATE_FILE)):
+            continue
+        if time.time() - os.stat(path).st_mtime > HALF_CREATED_AGE:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(f"half-created container dir {path}")
+    return removed
+
+
 def cleanup(state_root: str = DEFAULT_ROOT) -> list[str]:
     removed = []
     runtime = Runtime(root=state_root)
@@ -34,6 +58,7 @@ def cleanup(state_root: str = DEFAULT_ROOT) -> list[str]:
             removed.append(f"container {container_id}")
         except ContainerError as exc:
             removed.append(f"container {container_id}: {exc}")
+    removed += _half_created(state_root)
     for rel in leftover_cgroups():
         cgroup = cgroups.at(rel)
         for pid in cgroup.pids():

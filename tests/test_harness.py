@@ -126,8 +126,12 @@ def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: P
     assert 1.8 <= time_ratio <= 2.2, means
 
 
-def test_killed_run_resumes_to_the_same_benchmarks(tiny_image, workloads_dir: Path,
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, workloads_dir: Path,
                                                    tmp_path: Path) -> None:
+    """SIGKILL: the task in flight gets SIGTERM from the kernel and unwinds; SIGTERM: the
+    run records itself interrupted (exit 130). Either way nothing is left, and --resume
+    completes the plan with every task run once."""
     out = tmp_path / "killed"
     backends = ["bare", "builtin", "crun"]
     env = {**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}
@@ -141,11 +145,19 @@ def test_killed_run_resumes_to_the_same_benchmarks(tiny_image, workloads_dir: Pa
             if len(suite) >= 2:
                 break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signum)
+    code = proc.wait()
+    if signum == signal.SIGTERM:
+        assert code == 130
+        assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     done = set(pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark_names())
     assert done < expected_names(backends, ["spin"])
-    time.sleep(1)  # the task in flight unwinds (its workers got SIGTERM from the kernel)
+    deadline = time.monotonic() + 60  # the task in flight finishes what it made, then exits
+    while time.monotonic() < deadline and subprocess.run(
+            ["pgrep", "-f", "bench.harness.worker"], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    assert not list(Path("/var/lib/vmvc/bench").glob("bare-*"))
+    assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))

@@ -104,3 +104,33 @@ def test_figures_json_from_stdout_regex_from_both() -> None:
     stress = "stress-ng: metrc: [1] get  1000  2.00  0.5  1.5  10612.34  500.0\n"
     assert measure.cost(_Canned("", stress), workloads["syscall"], "quick") == \
         pytest.approx(10612.34)
+
+
+def test_a_signal_waits_for_the_end_of_an_uninterruptible_section() -> None:
+    import os
+    import signal
+
+    from bench.backends import base
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum: int) -> None:
+        raise Stop(signum)
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        base.defer_signals(stop)
+        steps = []
+        with pytest.raises(Stop), base.uninterruptible():
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("finished what it made")  # not cut short by the signal
+        assert steps == ["finished what it made"]
+        with pytest.raises(Stop):  # outside a section: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        base._raise = None

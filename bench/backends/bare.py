@@ -30,6 +30,7 @@ from bench.backends.base import (
     check_exit,
     pss_bytes,
     read_first_line,
+    uninterruptible,
     wait_process,
 )
 from bench.backends.oci_bundle import image_layers
@@ -100,6 +101,10 @@ class BareInstance(Instance):
         return MemoryReading(sum(parts.values()), MEMORY_DEFINITION, parts)
 
     def stop(self) -> None:
+        with uninterruptible():
+            self._stop()
+
+    def _stop(self) -> None:
         for _ in range(50):
             pids = self.pids()
             if not pids:

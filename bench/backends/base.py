@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +228,45 @@ def cgroup_memory_bytes(pid: int) -> int:
         if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
             return int((Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.current").read_text())
     raise VmvcError(f"process {pid}: no memory cgroup")
+
+
+_depth = 0
+_pending: int | None = None
+_raise: Callable[[int], None] | None = None
+
+
+def defer_signals(raise_for: Callable[[int], None]) -> None:
+    """Install handlers for SIGINT and SIGTERM that act (*raise_for*) at once outside an
+    :func:`uninterruptible` section and at its end inside one. Python-level handlers, not
+    a blocked mask: the processes an operation starts keep their signals as they are."""
+    global _raise
+    _raise = raise_for
+
+    def handler(signum: int, _frame: object) -> None:
+        global _pending
+        if _depth:
+            _pending = signum
+        else:
+            raise_for(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """An operation that must not stop half-way (an instance made or taken down, one
+    measurement): a signal arriving meanwhile takes effect when it ends. Without
+    :func:`defer_signals` installed it changes nothing."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _pending is not None and _raise is not None:
+            signum, _pending = _pending, None
+            _raise(signum)
 
 
 def check_exit(backend: str, argv: list[str], code: int | None) -> None:

@@ -17,6 +17,7 @@ from bench.backends.base import (
     cgroup_memory_bytes,
     check_exit,
     read_first_line,
+    uninterruptible,
     wait_exit,
 )
 from bench.backends.oci_bundle import container_config, new_id
@@ -52,9 +53,10 @@ class BuiltinInstance(Instance):
         return MemoryReading(used, MEMORY_DEFINITION, {"cgroup": used})
 
     def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.backend.runtime.delete(self.id, force=True)
+        with uninterruptible():
+            if not self.stopped:
+                self.stopped = True
+                self.backend.runtime.delete(self.id, force=True)
 
 
 class BuiltinBackend(Backend):
@@ -105,7 +107,8 @@ class BuiltinBackend(Backend):
         finally:
             os.close(null)
             if container_id is not None:
-                self.runtime.delete(container_id, force=True)
+                with uninterruptible():
+                    self.runtime.delete(container_id, force=True)
         check_exit("builtin", argv, code)
         return seconds
 
@@ -126,5 +129,6 @@ class BuiltinBackend(Backend):
                 if fd >= 0:
                     os.close(fd)
             if container_id is not None:
-                self.runtime.delete(container_id, force=True)
+                with uninterruptible():
+                    self.runtime.delete(container_id, force=True)
 

@@ -30,6 +30,7 @@ from bench.backends.base import (
     check_exit,
     read_first_line,
     run_command,
+    uninterruptible,
     wait_exit,
 )
 from bench.backends.oci_bundle import container_config, image_layers, new_id
@@ -89,6 +90,10 @@ class Bundle:
         return self.pid
 
     def remove(self) -> None:
+        with uninterruptible():
+            self._remove()
+
+    def _remove(self) -> None:
         """delete -f, unmount, remove the dir: each step even if one before failed."""
         errors = []
         if self.created:

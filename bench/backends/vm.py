@@ -4,7 +4,14 @@ labelled so (see :attr:`VmBackend.label`)."""
 
 from __future__ import annotations
 
-from bench.backends.base import IDLE, Backend, ExecOutcome, Instance, MemoryReading
+from bench.backends.base import (
+    IDLE,
+    Backend,
+    ExecOutcome,
+    Instance,
+    MemoryReading,
+    uninterruptible,
+)
 from bench.errors import VmvcError
 from vmdriver.errors import VmError
 from vmdriver.vm import PHASES, Vm, VmConfig, boot
@@ -44,12 +51,13 @@ class VmInstance(Instance):
         return MemoryReading(pss, MEMORY_DEFINITION, parts)
 
     def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            try:
-                self.vm.close()
-            except VmError as exc:
-                raise VmvcError(str(exc)) from exc
+        with uninterruptible():
+            if not self.stopped:
+                self.stopped = True
+                try:
+                    self.vm.close()
+                except VmError as exc:
+                    raise VmvcError(str(exc)) from exc
 
 
 class VmBackend(Backend):

@@ -9,7 +9,7 @@ import time
 
 import pyperf
 
-from bench.backends.base import Backend, Instance
+from bench.backends.base import Backend, Instance, uninterruptible
 from bench.backends.vm import VmBackend
 from bench.harness import measure
 from bench.workloads import Workload
@@ -28,7 +28,7 @@ def vm_boots(backend: VmBackend, boots: int, settle: float,
     *metadata* maps each of those names to its benchmark metadata."""
     runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
     for _ in range(boots):
-        with backend.boot() as instance:
+        with uninterruptible(), backend.boot() as instance:
             phases = instance.phases
             time.sleep(settle)
             memory = instance.memory()
@@ -49,7 +49,7 @@ def phase_definitions() -> dict[str, str]:
 def vm_cost(backend: VmBackend, workload: Workload, suite: str, values: int, warmups: int,
             metadata: dict) -> pyperf.Benchmark:
     """One VM booted for the workload; warm-ups then values, each a fresh run of it."""
-    with backend.boot() as instance:
+    with uninterruptible(), backend.boot() as instance:
         warm = [measure.cost(instance, workload, suite) for _ in range(warmups)]
         figures = [measure.cost(instance, workload, suite) for _ in range(values)]
     return pyperf.Benchmark([_run(figures, metadata, warm)])
@@ -62,15 +62,16 @@ def density(backend: Backend, steps: list[int], settle: float,
     readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
     for n in steps:
         instances: list[Instance] = []
-        try:
-            time.sleep(settle)
-            before = measure.host_used_bytes()
-            for _ in range(n):
-                instances.append(backend.start())
-            time.sleep(settle)
-            readings.append((n, before, measure.host_used_bytes()))
-        finally:
-            stop_all(instances)
+        with uninterruptible():  # a signal waits for this step's instances to be stopped
+            try:
+                time.sleep(settle)
+                before = measure.host_used_bytes()
+                for _ in range(n):
+                    instances.append(backend.start())
+                time.sleep(settle)
+                readings.append((n, before, measure.host_used_bytes()))
+            finally:
+                stop_all(instances)
     # values are the readings with N running (pyperf wants them > 0; the difference can dip
     # below zero when the host reclaims caches meanwhile); the one before is in the metadata
     slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])

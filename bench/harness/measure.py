@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.backends.base import Backend, Instance
+from bench.backends.base import Backend, Instance, uninterruptible
 from bench.errors import VmvcError
 from bench.workloads import Workload
 
@@ -16,12 +16,16 @@ EXEC_TIMEOUT = 600.0
 def startup(backend: Backend, workload: str, argv: list[str], loops: int) -> float:
     """Seconds for *loops* startups (pyperf divides by loops)."""
     measure = backend.time_to_exit if workload == "true" else backend.time_to_ready
-    return sum(measure(argv) for _ in range(loops))
+    total = 0.0
+    for _ in range(loops):
+        with uninterruptible():  # a signal stops the loop between startups, not inside one
+            total += measure(argv)
+    return total
 
 
 def idle_memory(backend: Backend, settle: float) -> tuple[float, str]:
     """Host bytes one idle instance costs, read after *settle* seconds; and its definition."""
-    with backend.start() as instance:
+    with uninterruptible(), backend.start() as instance:
         time.sleep(settle)
         reading = instance.memory()
     return float(reading.bytes), reading.definition
@@ -31,6 +35,11 @@ def cost(instance: Instance, workload: Workload, suite: str,
          host: Instance | None = None) -> float:
     """Run the workload's setup then its command in *instance* (its host command in
     *host*, against the instance's address); the tool's figure."""
+    with uninterruptible():
+        return _cost(instance, workload, suite, host)
+
+
+def _cost(instance: Instance, workload: Workload, suite: str, host: Instance | None) -> float:
     if workload.setup:
         setup = instance.exec(workload.argv(suite, workload.setup), EXEC_TIMEOUT)
         if setup.exit_code != 0:

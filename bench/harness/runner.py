@@ -21,6 +21,7 @@ from pathlib import Path
 import pyperf
 
 from bench.backends import BACKENDS, Backend, BackendContext, Limits, make_backend
+from bench.backends.base import defer_signals
 from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
 from bench.external import DIE_WITH_VMVC
@@ -177,7 +178,8 @@ class Harness:
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
             progress.begin(len(tasks), len(tasks) - len(todo),
                            {t: self.estimate(t) for t in todo})
-            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+            previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+            defer_signals(_raise_interrupt)  # in-process tasks finish what they make first
             try:
                 for task in todo:
                     progress.task_started(task)
@@ -203,7 +205,8 @@ class Harness:
                 self.rundir.write_manifest(self.manifest)
                 raise
             finally:
-                signal.signal(signal.SIGTERM, previous_handler)
+                signal.signal(signal.SIGINT, previous[0])
+                signal.signal(signal.SIGTERM, previous[1])
         suite = self.rundir.suite()
         if suite is not None:
             self.manifest["ratios"] = cost_ratios(suite)

@@ -9,6 +9,7 @@ Each worker process keeps one instance for its cost values and stops it on exit.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pyperf
 
 from bench.backends import BackendContext, Limits, make_backend
 from bench.backends.bare import BareBackend
-from bench.backends.base import Instance
+from bench.backends.base import Instance, defer_signals, uninterruptible
 from bench.harness import measure
 from bench.harness.plan import STARTUP_WORKLOADS
 
@@ -27,11 +28,31 @@ def _task_args(cmd: list[str], args) -> None:
 
 
 def _die_with_parent() -> None:
-    """A killed harness takes its workers along; SIGTERM unwinds (instances stopped)."""
+    """A killed harness takes its workers along. pyperf's manager SIGKILLs its worker when
+    it is itself interrupted, which would leave the worker's instance behind; so the manager
+    only passes SIGTERM on to its worker and waits, and the worker ends at the next point
+    where no instance is half made or half removed, unwinding from there."""
     from runtime.linux import Linux
 
+    if "--worker" in sys.argv:
+        defer_signals(lambda signum: sys.exit(128 + signum))
+    else:
+        signal.signal(signal.SIGTERM, _pass_on)
+        signal.signal(signal.SIGINT, _pass_on)
     Linux().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _pass_on(_signum: int, _frame: object) -> None:
+    """The manager's handler: SIGTERM to its children (the worker); pyperf then sees the
+    worker fail and exits."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                    os.kill(int(entry.name), signal.SIGTERM)
+            except (OSError, IndexError):
+                continue
 
 
 def main() -> None:
@@ -68,9 +89,10 @@ def main() -> None:
                 nonlocal instance, host
                 if instance is None:
                     bridged = bool(workload.host_command)
-                    instance = backend.start(network="bridge" if bridged else "none")
-                    if bridged:  # the image's client on the host, in the host's network
-                        host = BareBackend(context).start()
+                    with uninterruptible():
+                        instance = backend.start(network="bridge" if bridged else "none")
+                        if bridged:  # the image's client on the host, in the host's network
+                            host = BareBackend(context).start()
                 return sum(measure.cost(instance, workload, task["suite"], host)
                            for _ in range(loops))
 
