@@ -128,7 +128,7 @@ class Vm:
             "qemu_pid": pid,
             "qemu_pss_kib": rollup.get("Pss"),
             "qemu_rss_kib": rollup.get("Rss"),
-            "cgroup_bytes": _memory_cgroup_usage(pid),
+            "cgroup_bytes": memory_cgroup_usage(pid),
             "libvirt": balloon,
             "guest_meminfo_kib": {k: guest.get(k) for k in ("MemTotal", "MemAvailable",
                                                             "MemFree")},
@@ -446,7 +446,7 @@ def _kib_fields(text: str) -> dict[str, int]:
     return fields
 
 
-def _memory_cgroup_usage(pid: int) -> int | None:
+def memory_cgroup_usage(pid: int) -> int | None:
     """Bytes charged to the memory cgroup *pid* lives in (v1 or v2)."""
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)

@@ -42,6 +42,20 @@ MARK = "VMVC_BARE_INSTANCE"  # in every process's environment: how stop() finds 
 MEMORY_DEFINITION = "PSS of the instance's processes (/proc/PID/smaps_rollup)"
 
 
+def marked_pids(instance_id: str | None = None) -> list[int]:
+    """Live processes carrying the bare mark (of one instance, or of any)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                for item in (entry / "environ").read_bytes().split(b"\0"):
+                    if item.startswith(f"{MARK}=".encode()) and (
+                            instance_id is None or item == f"{MARK}={instance_id}".encode()):
+                        found.append(int(entry.name))
+                        break
+    return found
+
+
 def _enter_image(root: str, scratch: str) -> None:
     """In the forked child before exec: private mounts, host dirs bound in, chroot."""
     linux = Linux()
@@ -85,16 +99,7 @@ class BareInstance(Instance):
 
     def pids(self) -> list[int]:
         """Every live process of this instance, daemons included (by its environment mark)."""
-        mark = f"{MARK}={self.id}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if mark in (entry / "environ").read_bytes().split(b"\0"):
-                        found.append(int(entry.name))
-                except OSError:
-                    continue
-        return found
+        return marked_pids(self.id)
 
     def memory(self) -> MemoryReading:
         parts = {str(pid): pss_bytes(pid) for pid in self.pids()}

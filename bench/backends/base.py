@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import VmvcError
+from vmdriver.vm import memory_cgroup_usage
 
 IDLE = ["sleep", "1000000"]
 READY = ["/bin/sh", "-c", "echo ready; exec sleep 1000000"]
@@ -219,15 +220,11 @@ def pss_bytes(pid: int) -> int:
 
 
 def cgroup_memory_bytes(pid: int) -> int:
-    """Bytes charged to the memory cgroup of *pid* (v1 usage_in_bytes or v2 current)."""
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return int((Path("/sys/fs/cgroup/memory") / path.lstrip("/") /
-                        "memory.usage_in_bytes").read_text())
-        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            return int((Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.current").read_text())
-    raise VmvcError(f"process {pid}: no memory cgroup")
+    """Bytes charged to the memory cgroup of *pid* (vmdriver reads the VMs' the same way)."""
+    used = memory_cgroup_usage(pid)
+    if used is None:
+        raise VmvcError(f"process {pid}: no memory cgroup to read")
+    return used
 
 
 _depth = 0

@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from bench.backends.bare import MARK
+from bench.backends.bare import marked_pids
 from bench.backends.oci_cli import BUNDLES, STATE_ROOT
 from runtime.linux import MNT_DETACH, Linux
 
@@ -50,7 +50,7 @@ def cleanup(workdir: Path) -> list[str]:
                 removed.append(f"overlay {rootfs}")
             shutil.rmtree(bundle, ignore_errors=True)
             removed.append(f"bundle {bundle}")
-    for pid in _bare_pids():
+    for pid in marked_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             removed.append(f"bare process {pid}")
@@ -60,13 +60,3 @@ def cleanup(workdir: Path) -> list[str]:
             removed.append(f"bare scratch dir {scratch}")
     return removed
 
-
-def _bare_pids() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if any(item.startswith(f"{MARK}=".encode())
-                       for item in (entry / "environ").read_bytes().split(b"\0")):
-                    found.append(int(entry.name))
-    return found

@@ -197,7 +197,7 @@ class Harness:
                     self.manifest["ratios"] = cost_ratios(suite)
                     self.manifest["updated"] = _now()
                     self.rundir.write_manifest(self.manifest)
-                    progress.task_done(task, suite.get_benchmark(task_primary(task)),
+                    progress.task_done(task, suite.get_benchmark(task.name),
                                        time.monotonic() - started)
             except KeyboardInterrupt:
                 self.manifest["status"] = "interrupted"
@@ -318,10 +318,6 @@ class Harness:
             if code != 0 or not output.exists():
                 raise VmvcError(f"{failure_line(log)} (log: {log})")
             return pyperf.Benchmark.load(str(output))
-
-
-def task_primary(task: Task) -> str:
-    return task.name
 
 
 def failure_line(log: Path) -> str:
