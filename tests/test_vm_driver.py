@@ -19,6 +19,7 @@ import pytest
 
 from bench.image.build import ImageArtifacts
 from bench.image.initramfs import guest_source
+from vmdriver import vm as vm_module
 from vmdriver.errors import VmError
 from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, WORKDIR, Vm, VmConfig, boot
 
@@ -155,6 +156,26 @@ def test_a_vm_without_agent_fails_fast_and_leaves_nothing(tiny_image: ImageArtif
     with pytest.raises(VmError, match="has no guest agent"):
         boot(config(tiny_image))
     assert time.monotonic() - start < 60  # said by the guest init, not waited out
+    assert (vmvc_domains(), workdirs()) == before
+
+
+def test_the_guest_inits_lines_survive_a_host_that_listens_late(
+        tiny_image: ImageArtifacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow host connects to the marker socket after the guest wrote its first line: that
+    write blocks, holding the port (one opener at a time), and the next line must still
+    arrive (CI once lost "no-agent" this way and waited out the 180 s boot timeout)."""
+    watch_marker = vm_module._Watch._watch_marker
+
+    def late(self: vm_module._Watch) -> None:
+        time.sleep(4)
+        watch_marker(self)
+
+    monkeypatch.setattr(vm_module._Watch, "_watch_marker", late)
+    before = (vmvc_domains(), workdirs())
+    start = time.monotonic()
+    with pytest.raises(VmError, match="has no guest agent"):
+        boot(config(tiny_image))
+    assert time.monotonic() - start < 60
     assert (vmvc_domains(), workdirs()) == before
 
 

@@ -46,11 +46,21 @@ fi
 name_ports
 $bb ip link set lo up
 
-mark() {  # a write to a port nobody listens on blocks: never let it block PID 1
+# One line to the host. A write to a port nobody listens on blocks, so it runs in the
+# background, never in PID 1; and a virtio-serial port takes one opener at a time (a second
+# open is EBUSY while an earlier line is still being written), so a busy port is retried,
+# for at most 30 s, rather than the line lost.
+mark() {
   echo "vmvc-guest: $1" > /dev/console
-  if [ -c /dev/virtio-ports/org.vmvc.marker.0 ]; then
-    (echo "$1" > /dev/virtio-ports/org.vmvc.marker.0) &
-  fi
+  [ -c /dev/virtio-ports/org.vmvc.marker.0 ] || return 0
+  (
+    tries=0
+    until { echo "$1" > /dev/virtio-ports/org.vmvc.marker.0; } 2>/dev/null; do
+      tries=$((tries + 1))
+      [ $tries -lt 600 ] || exit 1
+      $bb sleep 0.05
+    done
+  ) &
 }
 trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
 mark init-started
