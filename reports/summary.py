@@ -182,10 +182,10 @@ def claim_isolation(run: Run) -> Claim:
                 "cgroup), cgroups and Docker's seccomp profile: one application's view; the "
                 "VM booted its own kernel from the image behind virtio devices, with its own "
                 "init, PID 1 and network stack: a whole system")
-    syscall = _median(run.frame, "cost:syscall:vm")
-    bare = _median(run.frame, "cost:syscall:bare")
-    if syscall and bare:
-        evidence += f"; syscalls in the VM ran at {syscall / bare:.2f}x bare{_emulated(run)}"
+    syscall = efficiency(run, "syscall")
+    if syscall:
+        evidence += (f"; system calls in the VM ran at {syscall:.2f}x bare's speed"
+                     f"{_emulated(run)}")
     return Claim(text, "holds", evidence, "holds")
 
 

@@ -101,9 +101,13 @@ def test_figures_json_from_stdout_regex_from_both() -> None:
     fio = '{"jobs": [{"read": {"iops": 1234.5}}]}'
     assert measure.cost(_Canned(fio, "fio: note: a warning\n"), workloads["disk"],
                         "quick") == 1234.5
-    stress = "stress-ng: metrc: [1] get  1000  2.00  0.5  1.5  10612.34  500.0\n"
-    assert measure.cost(_Canned("", stress), workloads["syscall"], "quick") == \
+    stress = "stress-ng: metrc: [1] fork  1000  2.00  0.5  1.5  10612.34  500.0\n"
+    assert measure.cost(_Canned("", stress), workloads["fork"], "quick") == \
         pytest.approx(10612.34)
+    dd = ("1000000+0 records in\n1000000+0 records out\n"
+          "1000000 bytes (1.0 MB, 977 KiB) copied, 0.401234 s, 2.5 MB/s\n")
+    assert measure.cost(_Canned("", dd), workloads["syscall"], "full") == \
+        pytest.approx(200.617)  # ns per system call: 0.401234 s / 2,000,000
 
 
 def test_a_signal_waits_for_the_end_of_an_uninterruptible_section() -> None:

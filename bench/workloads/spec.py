@@ -34,9 +34,10 @@ from pathlib import Path
 
 from bench.errors import VmvcError
 
-UNITS = ("s", "ms", "events/s", "MiB/s", "IOPS", "Gbit/s", "ops/s")
+UNITS = ("s", "ms", "ns", "events/s", "MiB/s", "IOPS", "Gbit/s", "ops/s")
 KINDS = ("wall", "regex", "json")
 SUITES = ("quick", "full")
+SECONDS_IN = {"s": 1.0, "ms": 1e3, "ns": 1e9}  # a wall-time figure in its unit
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Figure:
     def read(self, output: str, wall_seconds: float) -> float:
         """The figure from a run's output (or its wall time), in this figure's unit."""
         if self.kind == "wall":
-            value = wall_seconds * (1000 if self.unit == "ms" else 1)
+            value = wall_seconds * SECONDS_IN.get(self.unit, 1.0)
         elif self.kind == "regex":
             assert self.regex is not None
             match = self.regex.search(output)
@@ -151,6 +152,8 @@ def _figure(path: Path, data: object) -> Figure:
     unit = data.get("unit", "s" if kind == "wall" else None)
     if unit not in UNITS:
         raise _error(path, "figure.unit", f"{unit!r}: unknown unit (one of {', '.join(UNITS)})")
+    if kind == "wall" and unit not in SECONDS_IN:
+        raise _error(path, "figure.unit", f"{unit!r}: a wall time is in {', '.join(SECONDS_IN)}")
     if not isinstance(data.get("higher_is_better", kind != "wall"), bool):
         raise _error(path, "figure.higher_is_better", "must be true or false")
     regex, json_path = None, ()
