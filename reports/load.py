@@ -102,8 +102,10 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
                       [v - float(r.get_metadata().get("vmvc_before_bytes", 0)) for v in r.values])
                      for r in benchmark.get_runs()],
             "slope": density_slope(benchmark) if parts[0] == "density" else None,
+            "note": next((r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
+                          if "vmvc_density_capped" in r.get_metadata()), ""),
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",
-               "slope"]
+               "slope", "note"]
     return pd.DataFrame(rows, columns=columns)

@@ -136,6 +136,9 @@ class BareBackend(Backend):
         super().__init__(context)
         self._root: Path | None = None
 
+    def memory_bound_bytes(self) -> int | None:
+        return None  # a host process: the suite's memory limit is not applied to it
+
     def root(self) -> Path:
         if self._root is None:
             layers = image_layers(self.context.oci_layout, Path(DEFAULT_DATA, "layers"))

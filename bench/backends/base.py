@@ -142,6 +142,12 @@ class Backend(ABC):
         """Seconds from "start requested" to the first output line of a long-running *argv*
         in a new instance (stopped afterwards, untimed)."""
 
+    def memory_bound_bytes(self) -> int | None:
+        """The most host memory one instance may come to take (its memory limit), or None
+        when nothing bounds it; density checks it against the host's free memory."""
+        limit = self.context.limits.memory_mib
+        return None if limit is None else limit << 20
+
     def close(self) -> None:  # noqa: B027 (most backends keep nothing)
         """Release what the backend keeps between instances."""
 

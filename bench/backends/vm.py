@@ -60,6 +60,9 @@ class VmInstance(Instance):
                     raise VmvcError(str(exc)) from exc
 
 
+QEMU_OWN_MIB = 64  # QEMU's own memory beside the guest's RAM, generously (TCG's code cache)
+
+
 class VmBackend(Backend):
     memory_definition = MEMORY_DEFINITION
     name = "vm"
@@ -72,6 +75,10 @@ class VmBackend(Backend):
         c = self.context
         return VmConfig(kernel=c.kernel, initramfs=c.initramfs, disk=c.disk,
                         vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib)
+
+    def memory_bound_bytes(self) -> int | None:
+        """The guest's RAM (it may touch all of it) and QEMU's own share beside it."""
+        return (self.context.vm_memory_mib + QEMU_OWN_MIB) << 20
 
     def boot(self) -> VmInstance:
         try:

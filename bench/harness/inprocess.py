@@ -11,6 +11,7 @@ import pyperf
 
 from bench.backends.base import Backend, Instance, uninterruptible
 from bench.backends.vm import VmBackend
+from bench.errors import VmvcError
 from bench.harness import measure
 from bench.workloads import Workload
 from vmdriver.vm import PHASE_EVENTS, PHASES
@@ -60,11 +61,19 @@ def density(backend: Backend, steps: list[int], settle: float,
     """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
     without them, for each N; the least-squares slope per instance is the overhead."""
     readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
+    capped: dict[str, str] = {}
     for n in steps:
         instances: list[Instance] = []
         with uninterruptible():  # a signal waits for this step's instances to be stopped
             try:
                 time.sleep(settle)
+                refused = step_refused(n, backend.memory_bound_bytes(),
+                                       measure.host_available_bytes())
+                if refused and not readings:
+                    raise VmvcError(f"density: {refused}")
+                if refused:
+                    capped["vmvc_density_capped"] = refused
+                    break
                 before = measure.host_used_bytes()
                 for _ in range(n):
                     instances.append(backend.start())
@@ -75,10 +84,23 @@ def density(backend: Backend, steps: list[int], settle: float,
     # values are the readings with N running (pyperf wants them > 0; the difference can dip
     # below zero when the host reclaims caches meanwhile); the one before is in the metadata
     slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])
-    fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept}
+    fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept, **capped}
     return pyperf.Benchmark([_run([float(after)], {**metadata, **fitted, "vmvc_instances": n,
                                                    "vmvc_before_bytes": before})
                              for n, before, after in readings])
+
+
+HOST_RESERVE_BYTES = 1 << 30  # left free for the host at every density step
+
+
+def step_refused(n: int, bound: int | None, available: int) -> str | None:
+    """Why N instances that may take *bound* bytes each must not be started with *available*
+    bytes free (None: they may). Unbounded instances (idle containers, bare) are not
+    refused: their idle cost is measured in KiB."""
+    if bound is None or n * bound + HOST_RESERVE_BYTES <= available:
+        return None
+    return (f"N={n} not run: {n} x {bound / 2**20:.0f} MiB (what one instance may take) "
+            f"+ 1 GiB for the host > {available / 2**30:.1f} GiB available")
 
 
 def stop_all(instances: list[Instance]) -> None:

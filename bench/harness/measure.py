@@ -69,13 +69,23 @@ def _cost(instance: Instance, workload: Workload, suite: str, host: Instance | N
     return value
 
 
-def host_used_bytes() -> int:
-    """MemTotal - MemAvailable: what the host could not hand to a new process."""
+def host_memory() -> dict[str, int]:
+    """/proc/meminfo in bytes."""
     fields = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
         name, _, rest = line.partition(":")
         fields[name] = int(rest.split()[0]) * 1024
+    return fields
+
+
+def host_used_bytes() -> int:
+    """MemTotal - MemAvailable: what the host could not hand to a new process."""
+    fields = host_memory()
     return fields["MemTotal"] - fields["MemAvailable"]
+
+
+def host_available_bytes() -> int:
+    return host_memory()["MemAvailable"]
 
 
 def _last_line(text: str) -> str:
