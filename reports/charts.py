@@ -120,8 +120,10 @@ def density(frame: pd.DataFrame) -> str | None:
             continue
         xs, ys = [p[0] for p in points], [p[1] / 2**20 for p in points]
         slope = (row["slope"] or 0) / 2**20
+        error = row["slope_stderr"]
+        margin = "" if error is None or pd.isna(error) else f" ± {2 * error / 2**20:.2g}"
         ax.plot(xs, ys, marker="o", color=COLOURS.get(row["backend"], "#777"),
-                label=f"{row['backend']}: {slope:.3g} MiB per instance")
+                label=f"{row['backend']}: {slope:.3g}{margin} MiB per instance")
     ax.set_xlabel("idle instances (N)")
     ax.set_ylabel("host memory taken by the N instances, MiB")
     ax.set_xscale("log", base=2)

@@ -8,6 +8,8 @@ input is one line naming the file.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,19 +66,24 @@ def load_run(path: Path) -> Run:
     return Run(path, manifest, suite, frame_of(suite, manifest))
 
 
-def density_slope(benchmark: pyperf.Benchmark) -> float | None:
-    """Bytes per extra idle instance: least squares over every run's (N, used) point (the
-    harness's own fit is per round; several rounds are fitted together here)."""
+def density_fit(benchmark: pyperf.Benchmark) -> tuple[float | None, float | None]:
+    """Bytes per extra idle instance and the slope's standard error: least squares over every
+    run's (N, used) point (the harness's own fit is per round; several rounds are fitted
+    together here). Host memory readings move by megabytes on their own, so an instance that
+    takes KiB has a slope within its error. No error with fewer than three points."""
     points = [(float(meta["vmvc_instances"]), v - float(meta.get("vmvc_before_bytes", 0)))
               for r in benchmark.get_runs() if "vmvc_instances" in (meta := r.get_metadata())
               for v in r.values]
-    xs = {x for x, _ in points}
-    if len(xs) < 2:
-        return points[0][1] / points[0][0] if points else None
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / \
-        sum((x - mean_x) ** 2 for x, _ in points)
+    if len({x for x, _ in points}) < 2:
+        return (points[0][1] / points[0][0], None) if points else (None, None)
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    if len(points) < 3:
+        return slope, None
+    mean_x = statistics.fmean(xs)
+    residuals = sum((y - intercept - slope * x) ** 2 for x, y in points)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    return slope, math.sqrt(residuals / (len(points) - 2) / spread)
 
 
 def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
@@ -101,11 +108,13 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             "runs": [(r.get_metadata().get("vmvc_instances"),
                       [v - float(r.get_metadata().get("vmvc_before_bytes", 0)) for v in r.values])
                      for r in benchmark.get_runs()],
-            "slope": density_slope(benchmark) if parts[0] == "density" else None,
+            **dict(zip(("slope", "slope_stderr"),
+                       density_fit(benchmark) if parts[0] == "density" else (None, None),
+                       strict=True)),
             "note": next((r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
                           if "vmvc_density_capped" in r.get_metadata()), ""),
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",
-               "slope", "note"]
+               "slope", "slope_stderr", "note"]
     return pd.DataFrame(rows, columns=columns)

@@ -65,14 +65,17 @@ def glance(run: Run) -> list[GlanceRow]:
         if len(part):
             rows.append(_row(title, part, "median"))
     if len(density):
-        rows.append(_row("memory per extra idle instance (density slope)", density, "slope"))
+        rows.append(_row("memory per extra idle instance (density slope)", density, "slope",
+                         "slope_stderr"))
     for workload in costs:
         part = frame[(frame["metric"] == "cost") & (frame["workload"] == workload)]
         rows.append(_row(f"cost: {workload}", part, "median"))
     return rows
 
 
-def _row(title: str, part: pd.DataFrame, column: str) -> GlanceRow:
+def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) -> GlanceRow:
+    """One glance row; with *error* (a standard-error column) each figure shows ± twice it,
+    and a figure within that is said to be within the noise."""
     first = part.iloc[0]
     row = GlanceRow(title, first["unit"], first["better"], first["definition"])
     values = {r["backend"]: float(r[column]) for _, r in part.iterrows()
@@ -81,14 +84,28 @@ def _row(title: str, part: pd.DataFrame, column: str) -> GlanceRow:
         return row
     best_value = (max if row.better == "higher" else min)(values.values())
     bare = values.get("bare")
+    if bare is not None and error and _within_noise(part, "bare", bare, error):
+        bare = None  # a ratio to a figure that is zero within its error says nothing
     for backend, value in values.items():
         ratio = value / bare if bare else None
         source = part[part["backend"] == backend].iloc[0]
-        row.cells[backend] = {"value": value, "text": fmt(value, row.unit),
+        text = fmt(value, row.unit)
+        margin = source[error] if error else None
+        if margin is not None and not pd.isna(margin):
+            text += f" ± {fmt(2 * margin, row.unit)}"
+            if error and _within_noise(part, backend, value, error):
+                text += " (within the noise)"
+        row.cells[backend] = {"value": value, "text": text,
                               "ratio": ratio, "best": value == best_value,
                               "definition": source["definition"], "name": source["name"],
                               "statistic": column}
     return row
+
+
+def _within_noise(part: pd.DataFrame, backend: str, value: float, error: str) -> bool:
+    """Not distinguishable from zero: within twice its standard error (or not above 0)."""
+    margin = part[part["backend"] == backend].iloc[0][error]
+    return value <= 0 or (margin is not None and not pd.isna(margin) and abs(value) < 2 * margin)
 
 
 @dataclass
@@ -121,8 +138,8 @@ def _fastest_container(frame: pd.DataFrame, prefix: str) -> tuple[str, float] | 
     return min(found, key=lambda item: item[1]) if found else None
 
 
-def _emulated(run: Run) -> str:
-    return " (under TCG emulation: a KVM host boots faster)" if run.accelerator != "kvm" else ""
+def _emulated(run: Run, faster: str = "boots faster") -> str:
+    return f" (under TCG emulation: a KVM host {faster})" if run.accelerator != "kvm" else ""
 
 
 def claim_startup(run: Run) -> Claim:
@@ -137,7 +154,8 @@ def claim_startup(run: Run) -> Claim:
                   and (v := _median(run.frame, f"startup:true:{b}")) is not None)
     evidence = (f"the VM ran its first command {fmt(vm, 's')} after the start request"
                 f"{_emulated(run)}; containers ran true to its exit in {fmt(seconds, 's')} "
-                f"({backend}) to {fmt(slowest, 's')}: the VM is {vm / seconds:.0f}x slower")
+                f"({backend})" + (f" to {fmt(slowest, 's')}" if slowest != seconds else "") +
+                f": the VM is {vm / seconds:.0f}x slower")
     if vm >= 60 and slowest < 1:
         return Claim(text, "holds", evidence, "holds")
     if slowest < 1:
@@ -185,7 +203,7 @@ def claim_isolation(run: Run) -> Claim:
     syscall = efficiency(run, "syscall")
     if syscall:
         evidence += (f"; system calls in the VM ran at {syscall:.2f}x bare's speed"
-                     f"{_emulated(run)}")
+                     f"{_emulated(run, 'is faster')}")
     return Claim(text, "holds", evidence, "holds")
 
 

@@ -156,3 +156,22 @@ def test_bad_input_is_one_line_naming_the_file(case: str, tmp_path: Path) -> Non
     line = result.stderr.strip()
     assert "\n" not in line and str(target) in line, line
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def density_benchmark(points: list[tuple[int, float]]) -> pyperf.Benchmark:
+    before = 1e9
+    return pyperf.Benchmark([pyperf.Run([before + used], metadata={
+        "name": "density:idle:x", "loops": 1, "vmvc_instances": n, "vmvc_before_bytes": before})
+        for n, used in points])
+
+
+def test_density_slope_and_its_error() -> None:
+    from reports.load import density_fit
+
+    mib = 2.0**20
+    slope, error = density_fit(density_benchmark([(n, 300 * mib * n) for n in (1, 2, 4, 8)]))
+    assert slope == pytest.approx(300 * mib) and error == pytest.approx(0, abs=1e-3)
+    noisy = [(1, 3 * mib), (2, -2 * mib), (4, 4 * mib), (8, -1 * mib), (16, 2 * mib)]
+    slope, error = density_fit(density_benchmark(noisy))  # KiB-sized instances: noise only
+    assert abs(slope) < 2 * error
+    assert density_fit(density_benchmark([(2, 10.0)])) == (5.0, None)
