@@ -17,6 +17,12 @@ def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
         if name not in names_b:
             continue
         bench_b = b.get_benchmark(name)
+        unit = bench_a.get_metadata().get("vmvc_unit", "s")
+        if _measure(bench_a) != _measure(bench_b):  # e.g. a workload redefined in between
+            rows.append({"name": name, "a": bench_a.mean(), "b": bench_b.mean(),
+                         "change": None, "significant": False, "verdict": "not comparable",
+                         "unit": unit, "unit_b": bench_b.get_metadata().get("vmvc_unit", "s")})
+            continue
         values_a, values_b = bench_a.get_values(), bench_b.get_values()
         try:
             significant = len(values_a) > 1 and len(values_b) > 1 and \
@@ -30,6 +36,13 @@ def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
                      "significant": significant,
                      "verdict": ("better" if improved else "worse") if significant
                      else "not significant",
-                     "unit": bench_a.get_metadata().get("vmvc_unit", "s")})
+                     "unit": unit, "unit_b": unit})
     rows.sort(key=lambda r: (r["verdict"] != "worse", r["verdict"] != "better", r["name"]))
     return rows
+
+
+def _measure(benchmark: pyperf.Benchmark) -> tuple:
+    """What a figure is, its unit and direction: two runs' figures compare only if equal
+    (a wording change in a definition does not make figures incomparable)."""
+    meta = benchmark.get_metadata()
+    return tuple(meta.get(k) for k in ("vmvc_unit", "vmvc_better"))

@@ -109,6 +109,15 @@ def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_p
     nap = pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark("cost:nap:bare")
     for value in nap.get_values():
         assert 190 <= value <= 210, nap.get_values()
+    redefined = tmp_path / "redefined"
+    redefined.mkdir()
+    (redefined / "nap.toml").write_text((workloads_dir / "nap.toml").read_text()
+                                        .replace('"0.2"', '"0.1"'))
+    before = (out / "results.json").read_bytes()
+    result = vmvc("run", "--resume", str(out), "--quiet", workloads=redefined)
+    assert result.returncode != 0 and "workload nap changed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: Path) -> None:

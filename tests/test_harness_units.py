@@ -69,6 +69,18 @@ def test_compare_reads_each_figure_in_its_direction() -> None:
     assert same["cost:cpu:vm"]["verdict"] == "not significant"
 
 
+def test_a_redefined_figure_is_not_compared() -> None:
+    """The syscall workload went from stress-ng's ops/s to dd's ns per call: a ratio of the
+    two would read as a 98 % change."""
+    a = pyperf.BenchmarkSuite([_bench("cost:syscall:vm", [1779, 1780, 1781], "higher")])
+    newer = pyperf.Benchmark([pyperf.Run([1240, 1241, 1239], metadata={
+        "name": "cost:syscall:vm", "loops": 1, "vmvc_better": "lower", "vmvc_unit": "ns"},
+        collect_metadata=False)])
+    (row,) = compare(a, pyperf.BenchmarkSuite([newer]))
+    assert row["verdict"] == "not comparable" and row["change"] is None
+    assert (row["unit"], row["unit_b"]) == ("events/s", "ns")
+
+
 def test_failure_line_is_the_workers_exception(tmp_path: Path) -> None:
     log = tmp_path / "task.log"
     log.write_text("Traceback (most recent call last):\n  File x\n"

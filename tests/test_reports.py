@@ -175,3 +175,30 @@ def test_density_slope_and_its_error() -> None:
     slope, error = density_fit(density_benchmark(noisy))  # KiB-sized instances: noise only
     assert abs(slope) < 2 * error
     assert density_fit(density_benchmark([(2, 10.0)])) == (5.0, None)
+
+
+def test_a_baseline_whose_figure_was_redefined_is_not_compared(tmp_path: Path) -> None:
+    """A baseline from before the syscall workload became dd (ns per call, lower is better)
+    had stress-ng's ops/s: those rows say "not comparable", never "worse"."""
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE, old)
+    suite = pyperf.BenchmarkSuite.load(str(old / "results.json"))
+    benchmarks = []
+    for benchmark in suite:
+        if benchmark.get_name().startswith("cost:syscall:"):
+            benchmark = pyperf.Benchmark([pyperf.Run(
+                [1e6 / v for v in run.values], warmups=run.warmups, collect_metadata=False,
+                metadata={**run.get_metadata(), "vmvc_unit": "ops/s", "vmvc_better": "higher"})
+                for run in benchmark.get_runs()])
+        benchmarks.append(benchmark)
+    (old / "results.json").unlink()
+    pyperf.BenchmarkSuite(benchmarks).dump(str(old / "results.json"))
+    out = tmp_path / "against.html"
+    result = report(str(FIXTURE), "--baseline", str(old), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = [tr for tr in parse(out).iter("tr") if "cost:syscall:" in "".join(tr.itertext())]
+    assert rows and all("not comparable" in "".join(tr.itertext()) for tr in rows)
+    compared = subprocess.run([VMVC, "compare", str(old), str(FIXTURE)], capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert compared.returncode == 0, compared.stderr
+    assert "cost:syscall:vm" in compared.stdout and "not comparable" in compared.stdout

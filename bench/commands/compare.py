@@ -53,11 +53,13 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column)
     shown = 0
     for row in rows:
-        if row["significant"] or args.all:
+        if row["significant"] or row["change"] is None or args.all:
             shown += 1
             colour = {"better": "green", "worse": "red"}.get(row["verdict"], "dim")
-            table.add_row(row["name"], _fmt(row["a"], row["unit"]), _fmt(row["b"], row["unit"]),
-                          f"{row['change']:.3f}x", f"[{colour}]{row['verdict']}[/]")
+            table.add_row(row["name"], _fmt(row["a"], row["unit"]),
+                          _fmt(row["b"], row["unit_b"]),
+                          "-" if row["change"] is None else f"{row['change']:.3f}x",
+                          f"[{colour}]{row['verdict']}[/]")
     console = Console()
     if shown:
         console.print(table)

@@ -127,6 +127,13 @@ class Harness:
                     f"{self.rundir.manifest_path}: started with image {before[0]} under "
                     f"{before[1]}, now {image.digest} under {verdict.accelerator}: results "
                     "would mix; start a new run")
+            for name in s.workloads:
+                was = previous.get("workloads", {}).get(name)
+                now = workload_facts(self.workloads[name])
+                if was is not None and _measured(was) != _measured(now):
+                    raise VmvcError(
+                        f"{self.rundir.manifest_path}: workload {name} changed since the run "
+                        f"started ({now['source']}): results would mix; start a new run")
         self.manifest = {
             "format": FORMAT,
             "created": previous.get("created") or _now(),
@@ -338,6 +345,12 @@ def failure_line(log: Path) -> str:
 
 def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
+
+
+def _measured(facts: dict) -> tuple:
+    """What makes two runs of a workload the same measurement (not its file or wording)."""
+    return tuple(facts.get(k) for k in ("command", "params", "setup", "figure", "unit",
+                                         "better"))
 
 
 def _now() -> str:
