@@ -46,21 +46,23 @@ fi
 name_ports
 $bb ip link set lo up
 
-# One line to the host. A write to a port nobody listens on blocks, so it runs in the
-# background, never in PID 1; and a virtio-serial port takes one opener at a time (a second
-# open is EBUSY while an earlier line is still being written), so a busy port is retried,
-# for at most 30 s, rather than the line lost.
+# Lines to the host go through one writer, in order. A write to a port nobody listens on
+# blocks (the host may connect late), so the writer runs in the background, never in PID 1;
+# and a virtio-serial port takes one opener at a time (a second open is EBUSY), so there is
+# only one. PID 1 hands it lines through a FIFO it holds open read-write: a short line never
+# blocks, and the writer never sees end-of-file.
+marker_port=/dev/virtio-ports/org.vmvc.marker.0
+if [ -c "$marker_port" ] && $bb mkfifo /run/vmvc-marker.fifo; then
+  exec 3<> /run/vmvc-marker.fifo
+  (
+    while read -r line; do
+      echo "$line" > "$marker_port"
+    done < /run/vmvc-marker.fifo
+  ) 2>/dev/null &
+fi
 mark() {
   echo "vmvc-guest: $1" > /dev/console
-  [ -c /dev/virtio-ports/org.vmvc.marker.0 ] || return 0
-  (
-    tries=0
-    until { echo "$1" > /dev/virtio-ports/org.vmvc.marker.0; } 2>/dev/null; do
-      tries=$((tries + 1))
-      [ $tries -lt 600 ] || exit 1
-      $bb sleep 0.05
-    done
-  ) &
+  [ -p /run/vmvc-marker.fifo ] && echo "$1" >&3
 }
 trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
 mark init-started
