@@ -111,8 +111,9 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             **dict(zip(("slope", "slope_stderr"),
                        density_fit(benchmark) if parts[0] == "density" else (None, None),
                        strict=True)),
-            "note": next((r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
-                          if "vmvc_density_capped" in r.get_metadata()), ""),
+            "note": "; ".join(dict.fromkeys(  # each round's cap, once
+                r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
+                if "vmvc_density_capped" in r.get_metadata())),
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",

@@ -72,6 +72,8 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
             "cost_svg": charts.isolation_cost(frame),
             "emulated": run.accelerator != "kvm" and "vm" in set(frame["backend"]),
             "failures": run.manifest.get("failures", []),
+            "density_failures": [f for f in run.manifest.get("failures", [])
+                                 if str(f.get("benchmark", "")).startswith("density:")],
             "skipped": {b: s.get("reason", "") for b, s in
                         run.manifest.get("backends", {}).items() if s.get("status") != "ok"},
             "not_applicable": run.manifest.get("not_applicable", []),

@@ -93,8 +93,8 @@ def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) 
         margin = source[error] if error else None
         if margin is not None and not pd.isna(margin):
             text += f" ± {fmt(2 * margin, row.unit)}"
-            if error and _within_noise(part, backend, value, error):
-                text += " (within the noise)"
+        if error and _within_noise(part, backend, value, error):
+            text += " (within the noise)"  # still the best when lower is better: it is ~0
         row.cells[backend] = {"value": value, "text": text,
                               "ratio": ratio, "best": value == best_value,
                               "definition": source["definition"], "name": source["name"],
@@ -208,9 +208,10 @@ def claim_isolation(run: Run) -> Claim:
 
 
 def efficiency(run: Run, workload: str, backend: str = "vm") -> float | None:
-    """The backend's figure against bare's, turned so that above 1 is better."""
+    """The backend's median against bare's (as the glance table shows them), turned so that
+    above 1 is better."""
     part = run.frame[(run.frame["metric"] == "cost") & (run.frame["workload"] == workload)]
-    values = {r["backend"]: (r["mean"], r["better"]) for _, r in part.iterrows()}
+    values = {r["backend"]: (r["median"], r["better"]) for _, r in part.iterrows()}
     if backend not in values or "bare" not in values:
         return None
     (mine, better), (bare, _) = values[backend], values["bare"]

@@ -49,12 +49,18 @@ def main() -> None:
                              BENCH_WORKDIR)
     workload = load_workloads()["syscall"]
     values: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name, (backend, make_config) in VARIANTS.items():
-            builtin.container_config = make_config  # the seam the library backend calls
-            with make_backend(backend, context).start() as instance:
-                values[name].append(cost(instance, workload, "quick"))
-    builtin.container_config = oci_bundle.container_config
+    try:
+        for _ in range(args.rounds):
+            for name, (backend_name, make_config) in VARIANTS.items():
+                builtin.container_config = make_config  # the seam the library backend calls
+                backend = make_backend(backend_name, context)
+                try:
+                    with backend.start() as instance:
+                        values[name].append(cost(instance, workload, "quick"))
+                finally:
+                    backend.close()
+    finally:
+        builtin.container_config = oci_bundle.container_config
     bare = statistics.median(values["bare"])
     print(f"syscall workload, {args.rounds} rounds alternated, ns per system call (median, range)")
     for name, found in values.items():

@@ -5,6 +5,7 @@ stay apart, and every instance leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from bench.backends.base import Limits
 from bench.errors import VmvcError
 from bench.harness import inprocess, measure
 from bench.harness.runner import BENCH_WORKDIR
+from runtime.container import DEFAULT_ROOT
 
 HOST_AND_CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
 
@@ -51,15 +53,23 @@ def test_ready_is_the_line_ready_not_any_line(name: str, context: BackendContext
         backend.time_to_ready(["sh", "-c", "echo 'sh: nosuch: not found'; exec sleep 100"])
 
 
+def containers() -> set[str]:
+    """The harness's container cgroups (``vmvc-<id>``) and the runtime's state dirs."""
+    return {str(p) for p in Path("/sys/fs/cgroup").glob("*/vmvc-*")} | \
+        {str(p) for p in Path(DEFAULT_ROOT).glob("*")}
+
+
 def test_density_stops_at_the_hosts_free_memory(context: BackendContext) -> None:
     """A memory limit of just under half the free memory: N=1 fits, N=2 would not, so the
     density run stops there, says why in its metadata, and leaves no container behind."""
     available = measure.host_available_bytes() - inprocess.HOST_RESERVE_BYTES
     limits = Limits(memory_mib=int(available * 0.6) >> 20)
     backend = make_backend("builtin", dataclasses.replace(context, limits=limits))
+    before = containers()
     benchmark = inprocess.density(backend, [1, 2, 4], 0.0, {"name": "density:idle:builtin"})
     runs = benchmark.get_runs()
     assert [r.get_metadata()["vmvc_instances"] for r in runs] == [1]
+    assert containers() == before
     assert runs[0].get_metadata()["vmvc_density_capped"].startswith("N=2 not run: 2 x ")
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import html5lib
+import numpy
 import pyperf
 import pytest
 
@@ -158,10 +159,11 @@ def test_bad_input_is_one_line_naming_the_file(case: str, tmp_path: Path) -> Non
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
-def density_benchmark(points: list[tuple[int, float]]) -> pyperf.Benchmark:
+def density_benchmark(points: list[tuple[int, float]], backend: str = "x") -> pyperf.Benchmark:
     before = 1e9
     return pyperf.Benchmark([pyperf.Run([before + used], metadata={
-        "name": "density:idle:x", "loops": 1, "vmvc_instances": n, "vmvc_before_bytes": before})
+        "name": f"density:idle:{backend}", "loops": 1, "vmvc_instances": n,
+        "vmvc_before_bytes": before, "vmvc_unit": "bytes", "vmvc_better": "lower"})
         for n, used in points])
 
 
@@ -174,6 +176,9 @@ def test_density_slope_and_its_error() -> None:
     noisy = [(1, 3 * mib), (2, -2 * mib), (4, 4 * mib), (8, -1 * mib), (16, 2 * mib)]
     slope, error = density_fit(density_benchmark(noisy))  # KiB-sized instances: noise only
     assert abs(slope) < 2 * error
+    (fit_slope, _), covariance = numpy.polyfit([n for n, _ in noisy], [y for _, y in noisy], 1,
+                                               cov=True)  # scaled by residuals / (n - 2)
+    assert slope == pytest.approx(fit_slope) and error == pytest.approx(covariance[0][0] ** 0.5)
     assert density_fit(density_benchmark([(2, 10.0)])) == (5.0, None)
 
 
@@ -202,3 +207,19 @@ def test_a_baseline_whose_figure_was_redefined_is_not_compared(tmp_path: Path) -
                               text=True, timeout=120, check=False)
     assert compared.returncode == 0, compared.stderr
     assert "cost:syscall:vm" in compared.stdout and "not comparable" in compared.stdout
+
+
+def test_a_slope_within_its_noise_is_said_so_and_not_a_ratio_base() -> None:
+    from reports.load import Run, frame_of
+    from reports.summary import glance
+
+    mib = 2**20
+    bare = density_benchmark([(1, 3 * mib), (2, -2 * mib), (4, 4 * mib), (8, -mib)], "bare")
+    vm = density_benchmark([(1, 290 * mib), (2, 581 * mib), (4, 1159 * mib), (8, 2321 * mib)],
+                           "vm")
+    suite = pyperf.BenchmarkSuite([bare, vm])
+    (row,) = glance(Run(Path("synthetic"), {}, suite, frame_of(suite, {})))
+    assert row.cells["bare"]["text"].endswith("(within the noise)")
+    assert row.cells["bare"]["ratio"] is None and row.cells["vm"]["ratio"] is None
+    assert "within the noise" not in row.cells["vm"]["text"]
+    assert row.cells["vm"]["text"].startswith("290 MiB ± ")

@@ -143,7 +143,7 @@ class Backend(ABC):
         in a new instance (stopped afterwards, untimed)."""
 
     def memory_bound_bytes(self) -> int | None:
-        """The most host memory one instance may come to take (its memory limit), or None
+        """The host memory one idle instance may come to take (its memory limit), or None
         when nothing bounds it; density checks it against the host's free memory."""
         limit = self.context.limits.memory_mib
         return None if limit is None else limit << 20

@@ -60,7 +60,7 @@ class VmInstance(Instance):
                     raise VmvcError(str(exc)) from exc
 
 
-QEMU_OWN_MIB = 64  # QEMU's own memory beside the guest's RAM, generously (TCG's code cache)
+QEMU_OWN_MIB = 64  # QEMU's own memory beside the guest's RAM: devices, libraries, heap
 
 
 class VmBackend(Backend):
@@ -77,7 +77,10 @@ class VmBackend(Backend):
                         vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib)
 
     def memory_bound_bytes(self) -> int | None:
-        """The guest's RAM (it may touch all of it) and QEMU's own share beside it."""
+        """The guest's RAM (it may touch all of it) and QEMU's own share beside it. Under TCG
+        QEMU also reserves a translation cache (up to min(1 GiB, host RAM / 8)) that fills
+        only as guest code runs; an idle guest fills little of it, so it is not counted:
+        this is an estimate for idle instances, not a hard bound."""
         return (self.context.vm_memory_mib + QEMU_OWN_MIB) << 20
 
     def boot(self) -> VmInstance:
