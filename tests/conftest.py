@@ -34,7 +34,7 @@ def _qemu_pids() -> set[int]:
 
 
 def _vmvc_temp() -> set[str]:
-    tmp = {p.name for p in Path("/tmp").glob("vmvc-*")}
+    tmp = {p.name for pattern in ("vmvc-*", "mmdebstrap.*") for p in Path("/tmp").glob(pattern)}
     scratch = default_cache_dir() / "tmp"
     return tmp | ({f"scratch/{p.name}" for p in scratch.iterdir()} if scratch.is_dir() else set())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from bench.errors import VmvcError
@@ -39,15 +40,19 @@ def build_debian_rootfs(suite: str, sources: list[AptSource], packages: list[str
     require_tool("mmdebstrap", "mmdebstrap")
     require_tool("unshare", "util-linux")
     mode = "root" if os.geteuid() == 0 else "unshare"
-    argv = ["unshare", "--mount", "--propagation", "private", "--",
-            "mmdebstrap", f"--mode={mode}", "--variant=essential", "--format=directory",
-            f"--include={','.join(packages)}", suite, out, *(s.line() for s in sources)]
 
     def show(line: str) -> None:
         if line.startswith(("I:", "E:", "W:")):
             progress.detail(line)
 
-    run_streaming(argv, "mmdebstrap", show, space_check=out.parent)
+    # mmdebstrap leaves its gpg home (mmdebstrap.gpghome.*) in $TMPDIR after every run:
+    # give it a TMPDIR of its own in the build's scratch dir, removed here (or, after a
+    # kill, with the scratch dir by the next build). It unsets TMPDIR inside the chroot.
+    with tempfile.TemporaryDirectory(prefix="mmdebstrap-tmp.", dir=out.parent) as tmp:
+        argv = ["env", f"TMPDIR={tmp}", "unshare", "--mount", "--propagation", "private", "--",
+                "mmdebstrap", f"--mode={mode}", "--variant=essential", "--format=directory",
+                f"--include={','.join(packages)}", suite, out, *(s.line() for s in sources)]
+        run_streaming(argv, "mmdebstrap", show, space_check=out.parent)
 
 
 def extract_static_busybox(busybox_deb: Path, scratch: Path) -> bytes:
