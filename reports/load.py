@@ -96,6 +96,7 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             continue
         meta = benchmark.get_metadata()
         values = list(benchmark.get_values())
+        slope, slope_stderr = density_fit(benchmark) if parts[0] == "density" else (None, None)
         rows.append({
             "name": name, "metric": parts[0], "workload": parts[1], "backend": parts[2],
             "kind": meta.get("vmvc_kind", ""), "unit": meta.get("vmvc_unit", "s"),
@@ -108,9 +109,7 @@ def frame_of(suite: pyperf.BenchmarkSuite, manifest: dict) -> pd.DataFrame:
             "runs": [(r.get_metadata().get("vmvc_instances"),
                       [v - float(r.get_metadata().get("vmvc_before_bytes", 0)) for v in r.values])
                      for r in benchmark.get_runs()],
-            **dict(zip(("slope", "slope_stderr"),
-                       density_fit(benchmark) if parts[0] == "density" else (None, None),
-                       strict=True)),
+            "slope": slope, "slope_stderr": slope_stderr,
             "note": "; ".join(dict.fromkeys(  # each round's cap, once
                 r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
                 if "vmvc_density_capped" in r.get_metadata())),

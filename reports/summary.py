@@ -83,17 +83,19 @@ def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) 
     if not values:
         return row
     best_value = (max if row.better == "higher" else min)(values.values())
-    bare = values.get("bare")
-    if bare is not None and error and _within_noise(part, "bare", bare, error):
-        bare = None  # a ratio to a figure that is zero within its error says nothing
+    sources = {backend: part[part["backend"] == backend].iloc[0] for backend in values}
+    margins = {backend: _margin(source, error) for backend, source in sources.items()}
+    noise = {backend: error is not None and _within_noise(value, margins[backend])
+             for backend, value in values.items()}
+    # a ratio to a figure that is zero within its error says nothing
+    bare = None if noise.get("bare") else values.get("bare")
     for backend, value in values.items():
         ratio = value / bare if bare else None
-        source = part[part["backend"] == backend].iloc[0]
+        source = sources[backend]
         text = fmt(value, row.unit)
-        margin = source[error] if error else None
-        if margin is not None and not pd.isna(margin):
-            text += f" ± {fmt(2 * margin, row.unit)}"
-        if error and _within_noise(part, backend, value, error):
+        if margins[backend] is not None:
+            text += f" ± {fmt(2 * margins[backend], row.unit)}"
+        if noise[backend]:
             text += " (within the noise)"  # still the best when lower is better: it is ~0
         row.cells[backend] = {"value": value, "text": text,
                               "ratio": ratio, "best": value == best_value,
@@ -102,10 +104,15 @@ def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) 
     return row
 
 
-def _within_noise(part: pd.DataFrame, backend: str, value: float, error: str) -> bool:
+def _margin(source: pd.Series, error: str | None) -> float | None:
+    """The row's standard error from its *error* column, if it has one."""
+    margin = source[error] if error else None
+    return None if margin is None or pd.isna(margin) else float(margin)
+
+
+def _within_noise(value: float, margin: float | None) -> bool:
     """Not distinguishable from zero: within twice its standard error (or not above 0)."""
-    margin = part[part["backend"] == backend].iloc[0][error]
-    return value <= 0 or (margin is not None and not pd.isna(margin) and abs(value) < 2 * margin)
+    return value <= 0 or (margin is not None and abs(value) < 2 * margin)
 
 
 @dataclass

@@ -82,12 +82,15 @@ class BareInstance(Instance):
             os.chmod(self.scratch / sub, 0o1777)
         self.main: subprocess.Popen | None = None
 
+    def env(self) -> dict[str, str]:
+        """The image's environment, marked with this instance's id (how its processes are
+        found again)."""
+        return {**dict(item.split("=", 1) for item in ENV), MARK: self.id}
+
     def popen(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
-        env = dict(item.split("=", 1) for item in ENV)
-        env[MARK] = self.id
         root, scratch = str(self.backend.root()), str(self.scratch)
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                env=env, close_fds=True,
+                                env=self.env(), close_fds=True,
                                 preexec_fn=lambda: _enter_image(root, scratch))
 
     def join(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
@@ -97,15 +100,13 @@ class BareInstance(Instance):
         without a mount namespace to build and tear down, so a timed command's wall time is
         the command's, give or take ~2 ms."""
         assert self.main is not None
-        env = dict(item.split("=", 1) for item in ENV)
-        env[MARK] = self.id
         # --root and --wd without a value: the running process's own root and cwd, i.e. the
         # read-only bind of the layer as its namespace sees it (a path named here would be
         # opened before entering the namespace: the writable layer underneath)
         nsenter = [shutil.which("nsenter") or "nsenter", f"--target={self.main.pid}", "--mount",
                    "--root", "--wd", "--"]
         return subprocess.Popen([*nsenter, *argv], stdin=subprocess.DEVNULL, stdout=stdout,
-                                stderr=stderr, env=env, close_fds=True)
+                                stderr=stderr, env=self.env(), close_fds=True)
 
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
         running = self.main is not None and self.main.poll() is None
