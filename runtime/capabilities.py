@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
@@ -17,13 +19,17 @@ NUMBER = {name: number for number, name in enumerate(CAPABILITIES)}
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
-def last_cap() -> int:
-    """The highest capability this kernel knows (capabilities above it cannot be dropped)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as handle:
-            return int(handle.read())
-    except OSError:
-        return len(CAPABILITIES) - 1
+def last_cap(in_bounding: Callable[[int], bool | None]) -> int:
+    """The highest capability this kernel knows, probed with PR_CAPBSET_READ
+    (*in_bounding* returns None for a number the kernel does not know). Never read from
+    /proc/sys/kernel/cap_last_cap: inside the container that file is the image's to fake,
+    and a fake -1 would leave every capability in the bounding set."""
+    number = len(CAPABILITIES) - 1
+    while in_bounding(number + 1) is not None:
+        number += 1
+    while number > 0 and in_bounding(number) is None:
+        number -= 1
+    return number
 
 
 def mask(names: list[str]) -> int:

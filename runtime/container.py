@@ -221,7 +221,8 @@ class Runtime:
              every_process: bool = False) -> None:
         """Signal the container's process (``every_process``: all in its cgroup)."""
         state = self.store.load(container_id)
-        if self.store.status(state) == "stopped" or not kill_if_alive(state, signal_number):
+        if self.store.status(state) == "stopped" or \
+                not kill_if_alive(state, signal_number, self.linux):
             raise ContainerError(f"container {container_id} is not running")
         if every_process:
             for pid in cgroups.at(state.cgroup).pids():
@@ -238,7 +239,7 @@ class Runtime:
                                  "--force")
         cgroup = cgroups.at(state.cgroup)
         if status != "stopped":
-            kill_if_alive(state, SIGKILL)
+            kill_if_alive(state, SIGKILL, self.linux)
         _kill_cgroup(cgroup)
         _reap_quietly(state.pid)
         cgroup.delete()

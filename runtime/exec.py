@@ -15,9 +15,15 @@ from runtime import cgroups
 from runtime.config import Spec
 from runtime.errors import ContainerError
 from runtime.light import suppress
-from runtime.linux import NAMESPACE_FLAGS, NAMESPACE_PROC, PR_SET_NO_NEW_PRIVS, Linux
+from runtime.linux import (
+    NAMESPACE_FLAGS,
+    NAMESPACE_PROC,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    Linux,
+)
 from runtime.process import finish_and_exec
-from runtime.state import State
+from runtime.state import State, open_pidfd
 
 JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "pid", "mount")
 
@@ -31,6 +37,26 @@ def _resolve_user(user: str | None, spec: Spec) -> tuple[int, int]:
     return int(uid_text), int(gid_text) if gid_text else int(uid_text)
 
 
+def _namespace_fds(state: State, kinds: list[str], linux: Linux) -> dict[str, int]:
+    """The init's namespaces, opened by PID and then proven to be its own: the pidfd
+    (opened first, checked against the init's start time) still names a live process
+    after the opens, so the PID was not reused by another process in between."""
+    pidfd = open_pidfd(state, linux)
+    fds: dict[str, int] = {}
+    try:
+        for kind in kinds:
+            fds[kind] = os.open(f"/proc/{state.pid}/ns/{NAMESPACE_PROC[kind]}",
+                                os.O_RDONLY | os.O_CLOEXEC)
+        linux.pidfd_send_signal(pidfd, 0)
+    except OSError as exc:
+        for fd in fds.values():
+            os.close(fd)
+        raise ContainerError(f"container {state.id} is not running") from exc
+    finally:
+        os.close(pidfd)
+    return fds
+
+
 def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
             detach: bool = False, pid_file: str | os.PathLike | None = None,
@@ -42,8 +68,7 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
     process = spec.replace(args=args, env=[*spec.env, *(env or [])],
                                   cwd=cwd or spec.cwd, uid=uid, gid=gid)
     namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
-    fds = {kind: os.open(f"/proc/{state.pid}/ns/{NAMESPACE_PROC[kind]}",
-                         os.O_RDONLY | os.O_CLOEXEC) for kind in namespaces}
+    fds = _namespace_fds(state, namespaces, linux)
     seccomp = None
     if spec.seccomp is not None:
         from runtime.seccomp import cached_bpf
@@ -54,6 +79,9 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
     if helper == 0:
         os.close(read_fd)
         try:
+            # Before the first setns: a container process must never open this fork of
+            # the host's interpreter through /proc (its exe, fds, memory).
+            linux.prctl(PR_SET_DUMPABLE, 0)
             if stdio is not None:
                 for target, fd in enumerate(stdio):
                     os.dup2(fd, target)
@@ -62,6 +90,7 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
                 linux.setns(fds[kind], NAMESPACE_FLAGS[kind])
             child = os.fork()
             if child == 0:
+                linux.setsid()  # never the caller's terminal as controlling tty
                 for resource_id, soft, hard in spec.rlimits:
                     linux.setrlimit(resource_id, soft, hard)
                 if spec.no_new_privileges:

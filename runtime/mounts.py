@@ -1,14 +1,18 @@
 """Inside the container's mount namespace: the root filesystem, the spec's mounts, the
 default devices, pivot_root, and the read-only and masked paths.
 
-Every path inside the rootfs is resolved with symlinks followed *within* the rootfs, so a
-symlink in the image can never redirect a mount or a device node onto the host.
+Every path inside the rootfs is resolved by the kernel (openat2 RESOLVE_IN_ROOT, no magic
+links) and every mount, node and mask is made through the file descriptor that came back,
+never by path again: a symlink in the image can redirect nothing onto the host, and nothing
+can be swapped between the check and the use (the CVE-2021-30465 / CVE-2025-31133 class).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Callable
 
 from runtime.config import Device, Mount
 from runtime.errors import ContainerError
@@ -32,6 +36,10 @@ from runtime.linux import (
     MS_STRICTATIME,
     MS_SYNCHRONOUS,
     MS_UNBINDABLE,
+    PROC_SUPER_MAGIC,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
     Linux,
 )
 
@@ -51,6 +59,7 @@ PROPAGATION = {
     "rslave": MS_SLAVE | MS_REC, "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
+IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 DEFAULT_DEVICES = (  # path, major, minor: the OCI runtime spec's default devices
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8),
     ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
@@ -75,8 +84,20 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     return flags, propagation, ",".join(data)
 
 
+def cleared_flags(options: list[str]) -> int:
+    """Flags the options explicitly turn off ("suid", "dev", "exec"…): only those may a
+    bind remount drop from its source (runc's ClearedFlags)."""
+    cleared = 0
+    for option in options:
+        on, flag = FLAGS.get(option, (True, 0))
+        cleared |= 0 if on else flag
+    return cleared
+
+
 def resolve_in_root(root: str, path: str) -> str:
-    """*path* inside *root*, following symlinks as if *root* were ``/`` (like chroot would).
+    """*path* inside *root*, following symlinks as if *root* were ``/`` (like chroot would),
+    in user space: for reading the image's files on the host side (its /etc/passwd), never
+    for a mount target (see :func:`open_in_root`).
 
     A component that is a symlink is replaced by its target, absolute targets restart at
     *root*; ``..`` never climbs above *root*. Missing trailing components are kept as is.
@@ -104,15 +125,62 @@ def resolve_in_root(root: str, path: str) -> str:
     return os.path.join(root, *resolved)
 
 
-def _ensure_target(target: str, source_is_file: bool) -> None:
-    if os.path.lexists(target):
-        return
-    if source_is_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "a"):
-            pass
-    else:
-        os.makedirs(target, exist_ok=True)
+def fd_path(fd: int) -> str:
+    """The magic link naming exactly what *fd* is: mounting onto it (or from it) acts on
+    that file, wherever an image's symlinks point (runc's and crun's technique)."""
+    return f"/proc/self/fd/{fd}"
+
+
+def _components(path: str) -> list[str]:
+    return [p for p in os.path.normpath("/" + path).split("/") if p]
+
+
+def open_in_root(linux: Linux, root_fd: int, path: str, resolve: int = IN_ROOT,
+                 flags: int = os.O_PATH) -> int:
+    """*path* opened by the kernel as if *root_fd* were ``/``: symlinks and ``..`` never
+    leave it, magic links are refused."""
+    return linux.openat2(root_fd, "/".join(_components(path)) or ".", flags, resolve)
+
+
+def ensure_in_root(linux: Linux, root_fd: int, path: str, directory: bool = True,
+                   resolve: int = IN_ROOT) -> int:
+    """Like :func:`open_in_root`, first creating what is missing (directories, and the last
+    component as a file unless *directory*), each made under a parent opened in the root."""
+    parts = _components(path)
+    for depth in range(len(parts) + 1):
+        try:
+            fd = open_in_root(linux, root_fd, "/".join(parts[:depth]), resolve)
+        except FileNotFoundError:
+            _create(linux, root_fd, parts[:depth], directory or depth < len(parts), resolve)
+            fd = open_in_root(linux, root_fd, "/".join(parts[:depth]), resolve)
+        except OSError as exc:
+            raise _unsafe(path, exc) from exc
+        if depth == len(parts):
+            return fd
+        os.close(fd)
+    raise AssertionError("unreachable")
+
+
+def _create(linux: Linux, root_fd: int, parts: list[str], directory: bool,
+            resolve: int) -> None:
+    parent = open_in_root(linux, root_fd, "/".join(parts[:-1]), resolve)
+    try:
+        if directory:
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+        else:
+            os.close(os.open(parts[-1], os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=parent))
+    except FileExistsError as exc:  # a dangling symlink: where it points does not exist
+        raise ContainerError(f"/{'/'.join(parts)} in the rootfs is a symlink to nothing: "
+                             "cannot mount or create through it") from exc
+    finally:
+        os.close(parent)
+
+
+def _unsafe(path: str, exc: OSError) -> ContainerError:
+    reason = {errno.ELOOP: "a symlink (or too many) in the rootfs",
+              errno.EXDEV: "a path that leaves the rootfs"}.get(exc.errno, exc.strerror)
+    return ContainerError(f"{path}: {reason}")
 
 
 def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
@@ -120,16 +188,20 @@ def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
     whatever lies below them: those are returned, to be mounted once the init is in its
     cgroup (namespace), from inside the new root (see :func:`mount_cgroups`)."""
     deferred: list[Mount] = []
-    for mount in mounts:
-        if mount.type == "cgroup" or any(_below(mount.destination, d.destination)
-                                         for d in deferred):
-            if "bind" in mount.options or "rbind" in mount.options:
-                raise ContainerError(f"mount {mount.destination}: bind mounts below a cgroup "
-                                     "mount are not supported by vmvc-runtime")
-            _ensure_target(resolve_in_root(rootfs, mount.destination), False)
-            deferred.append(mount)
-            continue
-        _mount_one(linux, rootfs, mount)
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for mount in mounts:
+            if mount.type == "cgroup" or any(_below(mount.destination, d.destination)
+                                             for d in deferred):
+                if "bind" in mount.options or "rbind" in mount.options:
+                    raise ContainerError(f"mount {mount.destination}: bind mounts below a "
+                                         "cgroup mount are not supported by vmvc-runtime")
+                os.close(ensure_in_root(linux, root_fd, mount.destination))
+                deferred.append(mount)
+                continue
+            _mount_one(linux, root_fd, mount)
+    finally:
+        os.close(root_fd)
     return deferred
 
 
@@ -137,19 +209,22 @@ def _below(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def mount_cgroups(linux: Linux, deferred: list[Mount], cgroup_mount: callable) -> None:
-    """The deferred mounts, inside the new root; *cgroup_mount* handles type cgroup."""
+def mount_cgroups(linux: Linux, root_fd: int, deferred: list[Mount],
+                  cgroup_mount: Callable[[int, str, int], None]) -> None:
+    """The deferred mounts, inside the new root; *cgroup_mount(root_fd, destination,
+    flags)* handles type cgroup."""
     for mount in deferred:
         if mount.type == "cgroup":
-            cgroup_mount(resolve_in_root("/", mount.destination),
-                         parse_options(mount.options)[0])
+            cgroup_mount(root_fd, mount.destination, parse_options(mount.options)[0])
         else:
-            _mount_one(linux, "/", mount)
+            _mount_one(linux, root_fd, mount)
 
 
-def _mount_one(linux: Linux, rootfs: str, mount: Mount) -> None:
-    target = resolve_in_root(rootfs, mount.destination)
+def _mount_one(linux: Linux, root_fd: int, mount: Mount) -> None:
     flags, propagation, data = parse_options(mount.options)
+    # proc and sysfs only on an ordinary directory (as runc): through a symlink, an image
+    # could put them where the later mounts hide them and the masks miss them
+    resolve = IN_ROOT | (RESOLVE_NO_SYMLINKS if mount.type in ("proc", "sysfs") else 0)
     if flags & MS_BIND:
         source = mount.source
         if data:
@@ -157,18 +232,49 @@ def _mount_one(linux: Linux, rootfs: str, mount: Mount) -> None:
                                  "supported by vmvc-runtime")
         if not os.path.exists(source):
             raise ContainerError(f"mount {mount.destination}: source {source} does not exist")
-        _ensure_target(target, not os.path.isdir(source))
-        linux.mount(source, target, None, flags & (MS_BIND | MS_REC))
+        target = ensure_in_root(linux, root_fd, mount.destination, os.path.isdir(source),
+                                resolve)
+        try:
+            linux.mount(source, fd_path(target), None, flags & (MS_BIND | MS_REC))
+        finally:
+            os.close(target)
         remount = flags & ~(MS_BIND | MS_REC)
         if remount:  # bind mounts take ro, nosuid… only on a remount, one mount at a time
-            points = submounts(target) if flags & MS_REC else [target]
-            for point in points or [target]:
-                linux.mount(None, point, None, MS_BIND | MS_REMOUNT | remount)
+            _remount_bind(linux, root_fd, mount, remount, flags & MS_REC)
     else:
-        _ensure_target(target, False)
-        linux.mount(mount.source, target, mount.type, flags, data or None)
+        target = ensure_in_root(linux, root_fd, mount.destination, True, resolve)
+        try:
+            linux.mount(mount.source, fd_path(target), mount.type, flags, data or None)
+        finally:
+            os.close(target)
     if propagation:
-        linux.mount(None, target, None, propagation)
+        target = open_in_root(linux, root_fd, mount.destination, resolve)
+        try:
+            linux.mount(None, fd_path(target), None, propagation)
+        finally:
+            os.close(target)
+
+
+def _remount_bind(linux: Linux, root_fd: int, mount: Mount, remount: int,
+                  recursive: int) -> None:
+    """Apply *remount* to the bind just made (and its submounts for rbind), keeping the
+    source's nosuid/nodev/noexec unless the options clear them."""
+    top = open_in_root(linux, root_fd, mount.destination)  # the new mount, not the one below
+    try:
+        keep = ~cleared_flags(mount.options)
+        linux.mount(None, fd_path(top), None,
+                    MS_BIND | MS_REMOUNT | remount | (kept_flags(top) & keep))
+        if recursive:
+            here = os.readlink(fd_path(top))
+            for point in submounts(here)[1:]:
+                sub = os.open(point, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    linux.mount(None, fd_path(sub), None,
+                                MS_BIND | MS_REMOUNT | remount | (kept_flags(sub) & keep))
+                finally:
+                    os.close(sub)
+    finally:
+        os.close(top)
 
 
 def submounts(target: str) -> list[str]:
@@ -183,31 +289,62 @@ def submounts(target: str) -> list[str]:
 
 
 def make_devices(linux: Linux, rootfs: str, devices: list[Device]) -> None:
-    """The default device nodes, the spec's devices, and /dev's usual symlinks."""
-    for path, major, minor in DEFAULT_DEVICES:
-        target = resolve_in_root(rootfs, path)
-        if os.path.lexists(target):
-            os.unlink(target)
-        try:
-            linux.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-            os.chmod(target, 0o666)
-        except PermissionError:  # in a user namespace: bind the host's node (as runc does)
-            with open(target, "w"):
-                pass
-            linux.mount(path, target, None, MS_BIND)
-    for device in devices:
-        target = resolve_in_root(rootfs, device.path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.lexists(target):
-            os.unlink(target)
+    """The default device nodes, the spec's devices, and /dev's usual symlinks, each made
+    with *at() calls under a /dev opened inside the root."""
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    old_umask = os.umask(0)  # nodes get exactly the modes asked for
+    try:
+        for path, major, minor in DEFAULT_DEVICES:
+            _make_node(linux, root_fd, path, stat.S_IFCHR | 0o666, os.makedev(major, minor),
+                       bind_fallback=True)
         kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
-        linux.mknod(target, kind[device.type] | (device.file_mode & 0o7777),
-                    os.makedev(device.major, device.minor))
-        os.chown(target, device.uid, device.gid)
-    for source, path in DEV_SYMLINKS:
-        target = resolve_in_root(rootfs, path)
-        if not os.path.lexists(target):
-            linux.symlink(source, target)
+        for device in devices:
+            _make_node(linux, root_fd, device.path,
+                       kind[device.type] | (device.file_mode & 0o7777),
+                       os.makedev(device.major, device.minor), owner=(device.uid, device.gid))
+        for source, path in DEV_SYMLINKS:
+            parent = ensure_in_root(linux, root_fd, os.path.dirname(path))
+            try:
+                if not _exists_at(parent, os.path.basename(path)):
+                    linux.symlink(source, os.path.basename(path), parent)
+            finally:
+                os.close(parent)
+    finally:
+        os.umask(old_umask)
+        os.close(root_fd)
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _make_node(linux: Linux, root_fd: int, path: str, mode: int, device: int, *,
+               bind_fallback: bool = False, owner: tuple[int, int] | None = None) -> None:
+    parent = ensure_in_root(linux, root_fd, os.path.dirname(path))
+    name = os.path.basename(path)
+    try:
+        if _exists_at(parent, name):
+            os.unlink(name, dir_fd=parent)  # unlinkat: a symlink goes, not what it names
+        try:
+            linux.mknod(name, mode, device, parent)
+        except PermissionError:  # in a user namespace: bind the host's node (as runc does)
+            if not bind_fallback:
+                raise
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                             0o666, dir_fd=parent))
+            node = open_in_root(linux, root_fd, path, IN_ROOT | RESOLVE_NO_SYMLINKS)
+            try:
+                linux.mount(path, fd_path(node), None, MS_BIND)
+            finally:
+                os.close(node)
+        if owner is not None:
+            os.chown(name, *owner, dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
 
 
 def pivot_into(linux: Linux, rootfs: str) -> None:
@@ -219,17 +356,51 @@ def pivot_into(linux: Linux, rootfs: str) -> None:
     linux.chdir("/")
 
 
-def make_readonly(linux: Linux, path: str) -> None:
-    if not os.path.exists(path):
+def check_proc(linux: Linux, root_fd: int, mounts: list[Mount]) -> bool:
+    """After pivot_root: is /proc the procfs the spec mounted there? Masks, read-only paths
+    and every later fd-based mount rely on it; an image that moved it (through a symlink
+    into a place a later mount hides) must fail here, not get an unmasked procfs."""
+    wanted = any(m.type == "proc" and _components(m.destination) == ["proc"] for m in mounts)
+    try:
+        fd = linux.openat2(root_fd, "proc", os.O_PATH | os.O_DIRECTORY,
+                           RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+    except OSError:
+        fd = -1
+    try:
+        is_proc = fd >= 0 and linux.fstatfs_type(fd) == PROC_SUPER_MAGIC
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if wanted and not is_proc:
+        raise ContainerError("/proc in the container is not the procfs mounted for it "
+                             "(moved by a symlink in the image?)")
+    return is_proc
+
+
+def make_readonly(linux: Linux, root_fd: int, path: str) -> None:
+    """Bind *path* onto itself read-only (and its submounts). Absent: nothing to protect;
+    present but unreachable safely: an error, never skipped."""
+    try:
+        fd = open_in_root(linux, root_fd, path)
+    except FileNotFoundError:
         return
-    linux.mount(path, path, None, MS_BIND | MS_REC)
-    linux.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC
-                | _kept_flags(path))
+    except OSError as exc:
+        raise _unsafe(f"linux.readonlyPaths {path}", exc) from exc
+    try:
+        linux.mount(fd_path(fd), fd_path(fd), None, MS_BIND | MS_REC)
+    finally:
+        os.close(fd)
+    top = open_in_root(linux, root_fd, path)
+    try:
+        linux.mount(None, fd_path(top), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC
+                    | kept_flags(top))
+    finally:
+        os.close(top)
 
 
-def _kept_flags(path: str) -> int:
-    """nosuid/nodev/noexec already on *path*: a read-only remount must keep them."""
-    st = os.statvfs(path)
+def kept_flags(fd: int) -> int:
+    """nosuid/nodev/noexec already on the mount *fd* is on: a remount must keep them."""
+    st = os.fstatvfs(fd)
     kept = 0
     for bit, flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
                       (os.ST_NOEXEC, MS_NOEXEC)):
@@ -238,21 +409,43 @@ def _kept_flags(path: str) -> int:
     return kept
 
 
-def mask(linux: Linux, path: str) -> None:
+def mask(linux: Linux, root_fd: int, path: str) -> None:
     """Hide *path*: /dev/null over a file, an empty read-only tmpfs over a directory."""
-    if not os.path.lexists(path):
+    try:
+        fd = open_in_root(linux, root_fd, path)
+    except FileNotFoundError:
         return
-    if os.path.isdir(path) and not os.path.islink(path):
-        linux.mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0k,nr_inodes=2")
-    else:
-        null = os.stat("/dev/null")
-        if not stat.S_ISCHR(null.st_mode) or null.st_rdev != os.makedev(1, 3):
-            raise ContainerError("/dev/null in the container is not the null device")
-        linux.mount("/dev/null", path, None, MS_BIND)
+    except OSError as exc:
+        raise _unsafe(f"linux.maskedPaths {path}", exc) from exc
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            linux.mount("tmpfs", fd_path(fd), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=2")
+            return
+        null = _null_device(linux, root_fd)
+        try:
+            linux.mount(fd_path(null), fd_path(fd), None, MS_BIND)
+        finally:
+            os.close(null)
+    finally:
+        os.close(fd)
 
 
-def readonly_root(linux: Linux) -> None:
-    linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | _kept_flags("/"))
+def _null_device(linux: Linux, root_fd: int) -> int:
+    """The container's /dev/null, opened without following a symlink, checked to be the
+    null device: a mask made from anything else would expose what it should hide."""
+    try:
+        fd = open_in_root(linux, root_fd, "/dev/null", IN_ROOT | RESOLVE_NO_SYMLINKS)
+    except OSError as exc:
+        raise ContainerError(f"/dev/null in the container: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainerError("/dev/null in the container is not the null device")
+    return fd
+
+
+def readonly_root(linux: Linux, root_fd: int) -> None:
+    linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(root_fd))
 
 
 _HIERARCHIES: list[str] | None = None

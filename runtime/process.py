@@ -11,7 +11,6 @@ B reports "ready" (or one error line) on a pipe; it then blocks opening the exec
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import sys
@@ -24,6 +23,7 @@ from runtime.capabilities import last_cap
 from runtime.capabilities import mask as cap_mask
 from runtime.config import Spec
 from runtime.errors import ContainerError
+from runtime.exec_stub import sealed_stub
 from runtime.light import suppress
 from runtime.linux import (
     MS_BIND,
@@ -337,6 +337,9 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
             for target, fd in enumerate(plan.stdio):
                 os.dup2(fd, target)
         mark('B forked')
+        # A session of its own: the container never gets the operator's terminal as its
+        # controlling tty (no /dev/tty, no TIOCSTI into the shell that started it).
+        linux.setsid()
         linux.prctl(PR_SET_DUMPABLE, 0)  # until execve: /proc/1/* stays the host's business
         fifo_fd = prepare_container(plan, linux)
         mark('B ready')
@@ -359,18 +362,31 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
     os._exit(127 if path is None else 126)
 
 
-def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[str, int], None]:
-    def mount_cgroup(target: str, flags: int) -> None:
-        if plan.cgroup_v1_hierarchies is None:
-            linux.mount("cgroup2", target, "cgroup2", flags)
-            return
-        linux.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[int, str, int], None]:
+    def mount_cgroup(root_fd: int, destination: str, flags: int) -> None:
+        target = mounts.ensure_in_root(linux, root_fd, destination)
+        try:
+            if plan.cgroup_v1_hierarchies is None:
+                linux.mount("cgroup2", mounts.fd_path(target), "cgroup2", flags)
+                return
+            linux.mount("tmpfs", mounts.fd_path(target), "tmpfs", flags & ~MS_RDONLY,
+                        "mode=755")
+        finally:
+            os.close(target)
         for name in plan.cgroup_v1_hierarchies:
             options = f"none,name={name}" if name == "systemd" else name
-            os.makedirs(os.path.join(target, name), exist_ok=True)
-            linux.mount("cgroup", os.path.join(target, name), "cgroup", flags, options)
+            hierarchy = mounts.ensure_in_root(linux, root_fd, f"{destination}/{name}")
+            try:
+                linux.mount("cgroup", mounts.fd_path(hierarchy), "cgroup", flags, options)
+            finally:
+                os.close(hierarchy)
         if flags & MS_RDONLY:
-            linux.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+            top = mounts.open_in_root(linux, root_fd, destination)
+            try:
+                linux.mount(None, mounts.fd_path(top), None,
+                            MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+            finally:
+                os.close(top)
     return mount_cgroup
 
 
@@ -392,31 +408,47 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
         linux.link_up("lo")
     elif "network" in spec.namespaces and spec.namespaces["network"] is None:
         linux.link_up("lo")  # runc does the same
+    # Through the host's own /proc, before the image's root is entered: B is in its new
+    # namespaces already, and nothing of the image can stand in for these files.
+    for key, value in spec.sysctl.items():
+        linux.write_file("/proc/sys/" + key.replace(".", "/"), value)
+    if spec.oom_score_adj is not None:
+        linux.write_file("/proc/self/oom_score_adj", str(spec.oom_score_adj))
     deferred = mounts.mount_all(linux, plan.rootfs, spec.mounts)
     mounts.make_devices(linux, plan.rootfs, spec.devices)
     fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC) if plan.fifo else None
     mounts.pivot_into(linux, plan.rootfs)
-    _enter_cgroup_namespace(plan, linux)  # the cgroup mounts show the namespace's root
-    mounts.mount_cgroups(linux, deferred, _cgroup_mounter(plan, linux))
-    for key, value in spec.sysctl.items():
-        linux.write_file("/proc/sys/" + key.replace(".", "/"), value)
-    if spec.hostname is not None:
-        if "uts" not in spec.namespaces:
-            raise ContainerError("config.json: hostname needs a uts namespace")
-        linux.sethostname(spec.hostname)
-    for path in spec.readonly_paths:
-        mounts.make_readonly(linux, path)
-    for path in spec.masked_paths:
-        mounts.mask(linux, path)
-    if spec.root_readonly:
-        mounts.readonly_root(linux)
-    if spec.oom_score_adj is not None:
-        linux.write_file("/proc/self/oom_score_adj", str(spec.oom_score_adj))
+    root_fd = linux.open_root()
+    try:
+        _check_proc(spec, root_fd, deferred, linux)
+        _enter_cgroup_namespace(plan, linux)  # the cgroup mounts show the namespace's root
+        mounts.mount_cgroups(linux, root_fd, deferred, _cgroup_mounter(plan, linux))
+        if spec.hostname is not None:
+            if "uts" not in spec.namespaces:
+                raise ContainerError("config.json: hostname needs a uts namespace")
+            linux.sethostname(spec.hostname)
+        for path in spec.readonly_paths:
+            mounts.make_readonly(linux, root_fd, path)
+        for path in spec.masked_paths:
+            mounts.mask(linux, root_fd, path)
+        if spec.root_readonly:
+            mounts.readonly_root(linux, root_fd)
+    finally:
+        os.close(root_fd)
     for resource_id, soft, hard in spec.rlimits:
         linux.setrlimit(resource_id, soft, hard)
     if spec.no_new_privileges:
         linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
     return fifo_fd
+
+
+def _check_proc(spec: Spec, root_fd: int, deferred: list, linux: Linux) -> None:
+    """Everything after pivot_root is mounted through /proc/self/fd: /proc must be the
+    procfs the spec mounted (an image cannot have moved it), and must be there at all."""
+    if not mounts.check_proc(linux, root_fd, spec.mounts) and (
+            deferred or spec.masked_paths or spec.readonly_paths):
+        raise ContainerError("config.json: linux.maskedPaths, linux.readonlyPaths and cgroup "
+                             "mounts need proc mounted at /proc (mounts[].type proc)")
 
 
 def wait_for_start(fifo_fd: int) -> None:
@@ -431,7 +463,7 @@ def apply_identity(spec: Spec, linux: Linux) -> None:
     """Bounding set, user and groups, then the other capability sets (runc's order)."""
     caps = spec.capabilities
     bounding = cap_mask(caps["bounding"])
-    for number in range(last_cap() + 1):
+    for number in range(last_cap(linux.capbset_read) + 1):
         if not bounding & (1 << number):
             linux.prctl(PR_CAPBSET_DROP, number)
     linux.prctl(PR_SET_KEEPCAPS, 1)
@@ -463,9 +495,11 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
     env = [*spec.env, *extra_env]
     program = find_program(spec.args[0], env)
     # Nothing of the host may be reachable once the container's own processes could look:
-    # no open fd but stdio (CVE-2024-21626), not dumpable until execve (CVE-2019-5736).
+    # no open fd but stdio (CVE-2024-21626), not dumpable until execve, and the host's
+    # interpreter not /proc/self/exe when the program's #! is read (CVE-2019-5736).
     linux.prctl(PR_SET_DUMPABLE, 0)
     os.closerange(3, 1 << 20)
+    stub = sealed_stub()
     if new_keyring:
         linux.join_session_keyring()
     if seccomp_bpf is not None and not spec.no_new_privileges:
@@ -477,15 +511,26 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
         raise ContainerError(f"process.cwd {spec.cwd}: {exc.strerror}") from exc
     if spec.umask is not None:
         os.umask(spec.umask)
+    _check_executable(program, spec.args[0])
     mark('exec')
     if seccomp_bpf is not None and spec.no_new_privileges:
         linux.seccomp_load(seccomp_bpf)
     environ = dict(e.split("=", 1) for e in env)
     try:
-        linux.execve(program, spec.args, environ)
+        linux.execve(stub, [program, *spec.args], environ)
     except OSError as exc:
-        code = 127 if exc.errno == errno.ENOENT else 126
         print(f"vmvc-runtime: exec {spec.args[0]}: {exc.strerror}", file=sys.stderr, flush=True)
-        os._exit(code)
+        os._exit(126)
     return None
 
+
+def _check_executable(program: str, name: str) -> None:
+    """The error a direct execve would give, said here: the stub can only say it failed."""
+    if not os.path.exists(program):
+        code, reason = 127, "No such file or directory"
+    elif os.path.isdir(program) or not os.access(program, os.X_OK):
+        code, reason = 126, "Permission denied"
+    else:
+        return
+    print(f"vmvc-runtime: exec {name}: {reason}", file=sys.stderr, flush=True)
+    os._exit(code)

@@ -7,6 +7,7 @@ import marshal
 import os
 
 from runtime.errors import ContainerError
+from runtime.linux import Linux
 from runtime.records import Record
 
 OCI_VERSION = "1.0.2"
@@ -97,11 +98,30 @@ class StateStore:
         }
 
 
-def kill_if_alive(state: State, signal_number: int) -> bool:
+def open_pidfd(state: State, linux: Linux) -> int:
+    """A pidfd for the container's init, or ContainerError if it is gone. The start time
+    is checked *after* the pidfd is open: from then on the fd names that very process, so a
+    signal through it can never reach another that reused the PID (the CLI's inits are
+    reaped by the host's init, and their PIDs recycled)."""
+    try:
+        pidfd = linux.pidfd_open(state.pid)
+    except OSError as exc:
+        raise ContainerError(f"container {state.id} is not running") from exc
     if process_start_time(state.pid) != state.start_time:
+        os.close(pidfd)
+        raise ContainerError(f"container {state.id} is not running")
+    return pidfd
+
+
+def kill_if_alive(state: State, signal_number: int, linux: Linux) -> bool:
+    try:
+        pidfd = open_pidfd(state, linux)
+    except ContainerError:
         return False
     try:
-        os.kill(state.pid, signal_number)
+        linux.pidfd_send_signal(pidfd, signal_number)
     except ProcessLookupError:
         return False
+    finally:
+        os.close(pidfd)
     return True

@@ -99,6 +99,25 @@ def busybox_rootfs(tiny_image, tmp_path_factory: pytest.TempPathFactory) -> Path
     return layer
 
 
+@pytest.fixture(params=["vmvc-runtime", "runc", "crun"])
+def peer_runtime(request: pytest.FixtureRequest, tmp_path: Path):
+    """vmvc-runtime, runc and crun in turn (tests/security.py): our runtime is held to its
+    peers' behaviour in every run, not only when OCI_RUNTIME is set."""
+    from tests.oci_runtime import PEERS, OciRuntime
+
+    return OciRuntime(tmp_path / "state", PEERS[request.param])
+
+
+@pytest.fixture
+def crafted_rootfs(busybox_rootfs: Path, tmp_path: Path) -> Path:
+    """A private copy of the busybox root filesystem, for an attacker to craft."""
+    import shutil
+
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    return root
+
+
 # -- a real harness run shared by the harness and report tests ------------------------------
 VMVC = str(Path(sys.executable).parent / "vmvc")
 CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]

@@ -24,15 +24,21 @@ def new_id() -> str:
     return f"vmvctest-{uuid.uuid4().hex[:10]}"
 
 
+PEERS = {"vmvc-runtime": str(Path(sys.executable).parent / "vmvc-runtime"),
+         "runc": "/usr/bin/runc", "crun": "/usr/bin/crun"}
+"""Every runtime the security tests attack, ours and its peers, in one run."""
+
+
 class OciRuntime:
-    def __init__(self, state_root: Path) -> None:
+    def __init__(self, state_root: Path, binary: str | None = None) -> None:
         self.root = state_root
+        self.binary = binary or RUNTIME
 
     def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the runtime; output through files, not pipes: a detached container keeps the
         runtime's stdio open, and waiting for a pipe's end would wait for the container."""
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([RUNTIME, "--root", str(self.root), *args], stdout=out,
+            proc = subprocess.run([self.binary, "--root", str(self.root), *args], stdout=out,
                                   stderr=err, stdin=subprocess.DEVNULL, timeout=timeout,
                                   check=False)
             out.seek(0)

@@ -4,6 +4,7 @@ the real tests that run it as root."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from runtime.config import parse_config
@@ -16,22 +17,47 @@ from runtime.linux import (
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
+    PROC_SUPER_MAGIC,
+    Linux,
 )
 from runtime.process import InitPlan, apply_identity, prepare_container
 from runtime.spec import default_spec
 
 
 class RecordingLinux:
-    """Records every call; makes the files a real mknod would, so the sequence goes on."""
+    """Records every call; path lookups (openat2) are real, in the test's directory, and a
+    mount target named by fd (/proc/self/fd/N) is recorded as the path it stands for. The
+    files a real mknod would make are made, and the root after pivot_root is the rootfs, so
+    the sequence goes on without root."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.real = Linux()
+        self.cwd = "/"
+
+    def openat2(self, *args: object) -> int:
+        return self.real.openat2(*args)
+
+    def capbset_read(self, number: int) -> bool | None:
+        return self.real.capbset_read(number)
+
+    def fstatfs_type(self, fd: int) -> int:
+        return PROC_SUPER_MAGIC  # the rootfs stands in for every mount made on it
+
+    def open_root(self) -> int:
+        return os.open(self.cwd, os.O_PATH | os.O_DIRECTORY)
 
     def __getattr__(self, name: str):
         def record(*args: object) -> None:
+            args = tuple(os.readlink(a) if isinstance(a, str) and a.startswith(
+                "/proc/self/fd/") else a for a in args)
             self.calls.append((name, *args))
             if name == "mknod":
-                Path(str(args[0])).touch()
+                Path(os.readlink(f"/proc/self/fd/{args[3]}"), str(args[0])).touch()
+                self.calls[-1] = (name, os.path.join(os.readlink(f"/proc/self/fd/{args[3]}"),
+                                                     str(args[0])), *args[1:3])
+            elif name == "chdir" and args[0] != "/":
+                self.cwd = str(args[0])
         return record
 
     def names(self) -> list[str]:
@@ -51,7 +77,8 @@ def _spec(tmp_path: Path):
 
 def test_setup_sequence(tmp_path: Path) -> None:
     rootfs = tmp_path / "rootfs"
-    (rootfs / "dev").mkdir(parents=True)
+    for directory in ("dev", "proc/acpi", "proc/bus"):  # a masked and a read-only path
+        (rootfs / directory).mkdir(parents=True)
     spec = _spec(tmp_path)
     fake = RecordingLinux()
     plan = InitPlan(spec=spec, rootfs=str(rootfs), overlay=None, fifo="",
@@ -79,12 +106,12 @@ def test_setup_sequence(tmp_path: Path) -> None:
     hostname = fake.index(lambda c: c[0] == "sethostname")
     assert hostname > pivot and calls[hostname] == ("sethostname", "seq")
     readonly = [c for c in calls[hostname:] if c[0] == "mount" and c[1] == c[2]]
-    masked = fake.index(lambda c: c[0] == "mount" and (
-        c[1] == "/dev/null" or c[-1] == "size=0k,nr_inodes=2"))
+    masked = fake.index(lambda c: c[0] == "mount" and c[-1] == "size=0k,nr_inodes=2")
     assert readonly and fake.calls.index(readonly[0]) < masked
     # 6. the cgroup file systems: after pivot_root, from inside (their namespace's view)
     cgroup_mounts = [i for i, c in enumerate(calls) if c[0] == "mount" and c[3] == "cgroup"]
-    assert [calls[i][2] for i in cgroup_mounts] == ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"]
+    assert [calls[i][2] for i in cgroup_mounts] == [f"{rootfs}/sys/fs/cgroup/{name}"
+                                                    for name in ("cpu", "memory")]
     assert min(cgroup_mounts) > pivot
     assert calls[-1] == ("prctl", PR_SET_NO_NEW_PRIVS, 1)
     assert ("setrlimit", 7, 1024, 1024) in calls  # RLIMIT_NOFILE
