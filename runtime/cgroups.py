@@ -29,6 +29,22 @@ ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's o
 ]
 
 
+def device_rules(resources: Resources) -> list[DeviceRule]:
+    """The spec's device rules as the spec means them, then the ones always allowed.
+
+    OCI type "a" with a major or minor means that number as a char device and as a block
+    device (crun's eBPF filter reads it so). Written as "a 1:3 rwm", cgroup v1 takes it for
+    every device, as runc 1.1 and crun 1.8 leave it there: it is spelled out as c and b.
+    """
+    rules = []
+    for rule in resources.devices:
+        if rule.type == "a" and (rule.major is not None or rule.minor is not None):
+            rules += [rule.replace(type="c"), rule.replace(type="b")]
+        else:
+            rules.append(rule)
+    return [*rules, *ALWAYS_ALLOWED_DEVICES]
+
+
 class Usage(Record):
     memory_current: int  # bytes
     memory_peak: int | None  # bytes, None where the kernel does not keep it
@@ -198,11 +214,10 @@ class CgroupV1(Cgroup):
         if r.pids_limit is not None:
             _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
         _write(_join(d["devices"], "devices.deny"), "a")  # denied unless allowed below
-        for rule in [*r.devices, *ALWAYS_ALLOWED_DEVICES]:
+        for rule in device_rules(r):
             major = "*" if rule.major is None else str(rule.major)
             minor = "*" if rule.minor is None else str(rule.minor)
-            entry = "a" if rule.type == "a" and rule.major is None else \
-                f"{rule.type} {major}:{minor} {rule.access}"
+            entry = "a" if rule.type == "a" else f"{rule.type} {major}:{minor} {rule.access}"
             _write(_join(d["devices"], ("devices.allow" if rule.allow else "devices.deny")), entry)
 
     def add(self, pid: int) -> None:
