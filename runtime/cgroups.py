@@ -112,6 +112,7 @@ class Cgroup:
 
     unified = False
     created = False  # made by this object's create(): only then may a failed create undo it
+    device_filter_error: str | None = None  # why create() could not enforce the device rules
 
     def refuse_existing(self) -> None:
         """A container never adopts an existing cgroup (its processes would be killed with
@@ -301,8 +302,17 @@ class CgroupV2(Cgroup):
             _write(_join(d, "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d, "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
-        # Device rules need an eBPF program on v2; /dev holds only the default nodes and
-        # the spec's devices, and config.py refuses CAP_MKNOD with deny rules on v2.
+        self._filter_devices(device_rules(r))
+
+    def _filter_devices(self, rules: list[DeviceRule]) -> None:
+        """v2 has no devices controller: an eBPF program attached to the cgroup does its job.
+        A kernel that refuses it is noted, not fatal: the caller decides what that allows."""
+        from runtime import device_filter  # only v2 pays for importing eBPF
+
+        try:
+            device_filter.install(self.dir, rules)
+        except OSError as exc:
+            self.device_filter_error = exc.strerror or str(exc)
 
     def add(self, pid: int) -> None:
         _write(_join(self.dir, "cgroup.procs"), str(pid))
