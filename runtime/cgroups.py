@@ -29,6 +29,22 @@ ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's o
 ]
 
 
+def device_rules(resources: Resources) -> list[DeviceRule]:
+    """The spec's device rules as the spec means them, then the ones always allowed.
+
+    OCI type "a" with a major or minor means that number as a char device and as a block
+    device (crun's eBPF filter reads it so). Written as "a 1:3 rwm", cgroup v1 takes it for
+    every device, as runc 1.1 and crun 1.8 leave it there: it is spelled out as c and b.
+    """
+    rules = []
+    for rule in resources.devices:
+        if rule.type == "a" and (rule.major is not None or rule.minor is not None):
+            rules += [rule.replace(type="c"), rule.replace(type="b")]
+        else:
+            rules.append(rule)
+    return [*rules, *ALWAYS_ALLOWED_DEVICES]
+
+
 class Usage(Record):
     memory_current: int  # bytes
     memory_peak: int | None  # bytes, None where the kernel does not keep it
@@ -96,6 +112,7 @@ class Cgroup:
 
     unified = False
     created = False  # made by this object's create(): only then may a failed create undo it
+    device_filter_error: str | None = None  # why create() could not enforce the device rules
 
     def refuse_existing(self) -> None:
         """A container never adopts an existing cgroup (its processes would be killed with
@@ -198,11 +215,10 @@ class CgroupV1(Cgroup):
         if r.pids_limit is not None:
             _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
         _write(_join(d["devices"], "devices.deny"), "a")  # denied unless allowed below
-        for rule in [*r.devices, *ALWAYS_ALLOWED_DEVICES]:
+        for rule in device_rules(r):
             major = "*" if rule.major is None else str(rule.major)
             minor = "*" if rule.minor is None else str(rule.minor)
-            entry = "a" if rule.type == "a" and rule.major is None else \
-                f"{rule.type} {major}:{minor} {rule.access}"
+            entry = "a" if rule.type == "a" else f"{rule.type} {major}:{minor} {rule.access}"
             _write(_join(d["devices"], ("devices.allow" if rule.allow else "devices.deny")), entry)
 
     def add(self, pid: int) -> None:
@@ -286,8 +302,17 @@ class CgroupV2(Cgroup):
             _write(_join(d, "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d, "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
-        # Device rules need an eBPF program on v2; /dev holds only the default nodes and
-        # the spec's devices, and config.py refuses CAP_MKNOD with deny rules on v2.
+        self._filter_devices(device_rules(r))
+
+    def _filter_devices(self, rules: list[DeviceRule]) -> None:
+        """v2 has no devices controller: an eBPF program attached to the cgroup does its job.
+        A kernel that refuses it is noted, not fatal: the caller decides what that allows."""
+        from runtime import device_filter  # only v2 pays for importing eBPF
+
+        try:
+            device_filter.install(self.dir, rules)
+        except OSError as exc:
+            self.device_filter_error = exc.strerror or str(exc)
 
     def add(self, pid: int) -> None:
         _write(_join(self.dir, "cgroup.procs"), str(pid))

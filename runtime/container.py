@@ -66,8 +66,8 @@ class Runtime:
         try:
             rootfs, overlay = self._prepare_root(spec, bundle, image, data_dir)
             cgroup = cgroups.for_container(spec.cgroups_path, container_id)
-            _check_device_policy(spec, cgroup)
             cgroup.create(spec.resources)
+            _check_device_policy(spec, cgroup)
             fifo = os.path.join(state_dir, FIFO)
             os.mkfifo(fifo, 0o600)
             if spec.uid_mappings:  # owned by the container's root, as runc does
@@ -78,7 +78,8 @@ class Runtime:
                 spec=spec, rootfs=rootfs, overlay=overlay, fifo=fifo,
                 cgroup_v1_hierarchies=None if cgroup.unified else mounts.host_cgroup_hierarchies(),
                 seccomp_bpf=self._seccomp(spec), stdio=stdio, new_keyring=new_keyring,
-                root_nodev=cgroup.unified,  # no device cgroup there: no nodes from the root
+                # no device filter (v2 without eBPF): no device nodes from the root either
+                root_nodev=cgroup.device_filter_error is not None,
             )
             address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
@@ -343,15 +344,15 @@ def _groups_of(rootfs: str, username: str) -> list[int]:
 
 
 def _check_device_policy(spec: Spec, cgroup: cgroups.Cgroup) -> None:
-    """cgroup v2 device rules need eBPF, which vmvc-runtime does not load: refuse a spec
-    that relies on them (one that could create device nodes), never ignore it."""
-    if not cgroup.unified:
+    """Where the cgroup could not take the device filter (v2 with eBPF refused), a container
+    that can make device nodes could open any device: refuse it, never ignore the rules."""
+    if cgroup.device_filter_error is None:
         return
     can_mknod = any("CAP_MKNOD" in spec.capabilities[s] for s in ("bounding", "effective"))
-    if can_mknod and spec.resources.devices:
+    if can_mknod:
         raise ContainerError("config.json: linux.resources.devices cannot be enforced on cgroup "
-                             "v2 by vmvc-runtime (no eBPF device filter) while CAP_MKNOD is "
-                             "granted: drop CAP_MKNOD")
+                             f"v2 here (eBPF device filter: {cgroup.device_filter_error}) while "
+                             "CAP_MKNOD is granted: drop CAP_MKNOD")
 
 
 def _kill_cgroup(cgroup: cgroups.Cgroup) -> None:
