@@ -1,5 +1,5 @@
 """What a killed run of the suite can leave of containers, removed: containers in a state
-root, ``vmvc-*`` cgroups, the suite's bridge."""
+root, ``vmvc-*`` cgroups, the suite's bridge and its nftables table."""
 
 from __future__ import annotations
 
