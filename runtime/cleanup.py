@@ -1,5 +1,5 @@
 """What a killed run of the suite can leave of containers, removed: containers in a state
-root, ``vmvc-*`` cgroups, the suite's bridge."""
+root, ``vmvc-*`` cgroups, the suite's bridge and its nftables table."""
 
 from __future__ import annotations
 
@@ -69,9 +69,13 @@ def cleanup(state_root: str = DEFAULT_ROOT) -> list[str]:
             removed.append(f"cgroup {rel}")
         except ContainerError as exc:
             removed.append(f"cgroup {rel}: {exc}")
-    if os.path.exists("/sys/class/net/vmvc0") and not runtime.list():
+    if not runtime.list():
         from runtime import network
 
-        network.remove_bridge_if_unused(0)
-        removed.append("bridge vmvc0")
+        if os.path.exists("/sys/class/net/vmvc0"):
+            network.remove_bridge_if_unused(0)
+            removed.append("bridge vmvc0")
+        if network.firewall_present():  # a run killed between bridge and table
+            network.remove_firewall()
+            removed.append(f"nftables table {network.FIREWALL_TABLE}")
     return removed

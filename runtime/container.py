@@ -306,11 +306,10 @@ def _resolve_username(spec: Spec, rootfs: str) -> None:
     """process.user.username → uid and gid from the container's own /etc/passwd."""
     if not spec.username:
         return
-    from runtime.mounts import resolve_in_root
+    from runtime.account_files import open_account_file
 
-    passwd = resolve_in_root(rootfs, "/etc/passwd")
     try:
-        with open(passwd) as handle:
+        with open_account_file(rootfs, "/etc/passwd") as handle:
             for line in handle:
                 fields = line.strip().split(":")
                 if len(fields) >= 4 and fields[0] == spec.username:
@@ -332,10 +331,10 @@ def _resolve_username(spec: Spec, rootfs: str) -> None:
 
 def _groups_of(rootfs: str, username: str) -> list[int]:
     """Supplementary groups of *username* from the container's /etc/group."""
-    from runtime.mounts import resolve_in_root
+    from runtime.account_files import open_account_file
 
     groups = []
-    with suppress(OSError), open(resolve_in_root(rootfs, "/etc/group")) as handle:
+    with suppress(OSError), open_account_file(rootfs, "/etc/group") as handle:
         for line in handle:
             fields = line.strip().split(":")
             if len(fields) >= 4 and username in fields[3].split(",") and fields[2].isdigit():

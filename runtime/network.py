@@ -2,6 +2,15 @@
 ``bridge``: a veth pair from the container's ``eth0`` to the suite's own bridge ``vmvc0``,
 with an address from one fixed test subnet. No uplink, no NAT, no default route: traffic
 stays between the host and the containers the suite made. Netlink through pyroute2.
+
+A container may still aim at the host itself (any service listening on 0.0.0.0 answers at
+the gateway) or, given CAP_NET_ADMIN, add a default route through the gateway and let a
+forwarding host carry it off the machine. The nftables table ``inet vmvc`` (the suite's own:
+the host's firewall is not touched) closes both: from vmvc0 the host accepts only traffic of
+connections it opened itself (the suite serves nothing to containers; the harness connects to
+them), and nothing is forwarded from or to vmvc0. The table comes before the bridge and goes
+after it, so vmvc0 never exists unfenced. Debian's ``nft`` applies it: one process, only in
+bridge mode.
 """
 
 from __future__ import annotations
@@ -9,12 +18,30 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import subprocess
 
 from runtime.errors import ContainerError
 
 BRIDGE = "vmvc0"
 SUBNET = ipaddress.IPv4Network("10.88.0.0/16")
 GATEWAY = SUBNET.network_address + 1  # the bridge's own address
+FIREWALL_TABLE = "inet vmvc"
+# "table" then "delete table" makes the whole script replace any earlier version atomically,
+# whether one exists or not (nft 1.0.6 has no "destroy")
+_FIREWALL_RESET = f"table {FIREWALL_TABLE}\ndelete table {FIREWALL_TABLE}\n"
+FIREWALL = _FIREWALL_RESET + f"""table {FIREWALL_TABLE} {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "{BRIDGE}" ct state established,related accept
+    iifname "{BRIDGE}" drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{BRIDGE}" oifname != "{BRIDGE}" drop
+    oifname "{BRIDGE}" iifname != "{BRIDGE}" drop
+  }}
+}}
+"""
 
 
 def host_veth_name(container_id: str) -> str:
@@ -30,8 +57,37 @@ def _ipr():
     return IPRoute()
 
 
+def _nft(script: str, missing_ok: bool = False) -> None:
+    try:
+        proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True,
+                              text=True, timeout=30, check=False)
+    except FileNotFoundError as exc:
+        if missing_ok:  # without nft no table was ever loaded
+            return
+        raise ContainerError("network: nft not found: bridge mode needs it to fence "
+                             f"{BRIDGE} off the host (Debian package nftables)") from exc
+    if proc.returncode:
+        detail = (proc.stderr.strip().splitlines() or ["no message"])[0]
+        raise ContainerError(f"network: nft cannot set table {FIREWALL_TABLE}: {detail}")
+
+
+def firewall_present() -> bool:
+    """Whether the suite's table is loaded (for cleanup; False where nft is missing)."""
+    try:
+        return subprocess.run(["nft", "list", "table", *FIREWALL_TABLE.split()],
+                              capture_output=True, timeout=30, check=False).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def remove_firewall() -> None:
+    _nft(_FIREWALL_RESET, missing_ok=True)
+
+
 def ensure_bridge() -> None:
-    """Create and bring up vmvc0 with the gateway address, once."""
+    """Create and bring up vmvc0 with the gateway address, once; its firewall first
+    (loaded again on every call: atomic, and a bridge left by an older run gets it too)."""
+    _nft(FIREWALL)
     with _ipr() as ipr:
         if not ipr.link_lookup(ifname=BRIDGE):
             try:
@@ -114,8 +170,12 @@ def unplug(container_id: str) -> None:
 
 
 def remove_bridge_if_unused(bridged_left: int) -> None:
+    """The bridge, then its firewall: only once the bridge is really gone."""
     if bridged_left:
         return
     with _ipr() as ipr:
         for index in ipr.link_lookup(ifname=BRIDGE):
             ipr.link("del", index=index)
+        if ipr.link_lookup(ifname=BRIDGE):
+            return
+    remove_firewall()

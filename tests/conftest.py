@@ -77,6 +77,10 @@ def _netns_and_veths() -> set[str]:
     for link in Path("/sys/class/net").iterdir():
         if (link / "ifindex").exists() and link.name.startswith(("vmvc", "veth")):
             names.add(f"link:{link.name}")
+    from runtime.network import FIREWALL_TABLE, firewall_present
+
+    if firewall_present():  # the bridge's nftables table goes with the bridge
+        names.add(f"nft:{FIREWALL_TABLE}")
     return names
 
 
@@ -86,7 +90,8 @@ def no_container_leaks():
     yield
     after = (_vmvc_cgroups(), _netns_and_veths())
     assert after[0] <= before[0], f"cgroups left behind: {after[0] - before[0]}"
-    assert after[1] <= before[1], f"network namespaces or links left behind: {after[1] - before[1]}"
+    assert after[1] <= before[1], \
+        f"network namespaces, links or nft tables left behind: {after[1] - before[1]}"
 
 
 @pytest.fixture(scope="session")
