@@ -60,6 +60,10 @@ PROPAGATION = {
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
 IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+PROC_MOUNTABLE = frozenset(  # runc's list: the files lxcfs emulates
+    ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+     "/proc/sys/kernel/ns_last_pid"))
 DEFAULT_DEVICES = (  # path, major, minor: the OCI runtime spec's default devices
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8),
     ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
@@ -183,6 +187,19 @@ def _unsafe(path: str, exc: OSError) -> ContainerError:
     return ContainerError(f"{path}: {reason}")
 
 
+def check_proc_destination(mount: Mount) -> None:
+    """Nothing but proc on /proc, nothing at all inside it but lxcfs's files (runc's rule):
+    a mount over /proc/sys/kernel/cap_last_cap or core_pattern is a way to lie to, or
+    write through, what the kernel and the runtime read there."""
+    destination = os.path.normpath("/" + mount.destination.lstrip("/"))
+    if destination == "/proc" and mount.type != "proc":
+        raise ContainerError(f"mount /proc: type {mount.type!r}: only proc may be mounted on "
+                             "/proc")
+    if destination.startswith("/proc/") and destination not in PROC_MOUNTABLE:
+        raise ContainerError(f"mount {destination}: cannot be mounted because it is inside "
+                             "/proc (only lxcfs's files may be, as runc allows)")
+
+
 def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
     """Mount the spec's mounts under *rootfs*, in order, except the cgroup file systems and
     whatever lies below them: those are returned, to be mounted once the init is in its
@@ -191,6 +208,7 @@ def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for mount in mounts:
+            check_proc_destination(mount)
             if mount.type == "cgroup" or any(_below(mount.destination, d.destination)
                                              for d in deferred):
                 if "bind" in mount.options or "rbind" in mount.options:

@@ -131,3 +131,23 @@ def test_a_bind_can_clear_nosuid_when_asked(crafted_rootfs: Path, tmp_path: Path
         subprocess.run(["umount", source], check=True)
     assert proc.returncode == 0, proc.stderr
     assert "nosuid" not in proc.stdout.split()[5].split(","), proc.stdout
+
+
+def test_nothing_is_mounted_over_procs_files(peer_runtime: OciRuntime, busybox_rootfs: Path,
+                                             tmp_path: Path) -> None:
+    """runc's rule, ours too: a mount inside /proc (here a file over cap_last_cap, which
+    the runtime itself once read there) is refused; lxcfs's files stay allowed."""
+    fake = tmp_path / "fake"
+    fake.write_text("-1\n")
+    config = make_config(busybox_rootfs, ["/bin/cat", "/proc/sys/kernel/cap_last_cap"])
+    config["mounts"].insert(1, {"destination": "/proc/sys/kernel/cap_last_cap", "type": "bind",
+                                "source": str(fake), "options": ["bind", "ro"]})
+    proc = run_bundle(peer_runtime, config, tmp_path / "bundle")
+    if peer_runtime.binary.endswith("/crun"):  # crun 1.8 mounts it
+        assert proc.stdout == "-1\n"
+        return
+    assert proc.returncode != 0 and "inside /proc" in proc.stderr, proc.stderr
+    config["mounts"][1]["destination"] = "/proc/uptime"
+    config["process"]["args"] = ["/bin/cat", "/proc/uptime"]
+    proc = run_bundle(peer_runtime, config, tmp_path / "bundle2")
+    assert proc.returncode == 0 and proc.stdout == "-1\n", proc.stderr
