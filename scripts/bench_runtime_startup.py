@@ -6,6 +6,8 @@ seccomp profile, all namespaces, cgroups):
   * library path: Runtime.run (create → start → exit → delete) median ≤ `crun run` median;
   * CLI path: `vmvc-runtime run` median ≤ `runc run` median.
 Each round times every command once, in turn, so drift of the machine hits all alike.
+``--baseline DIR`` adds an older checkout of the repo (``git worktree add DIR <commit>``) to the
+same rounds, library and CLI path both, to show what a change to the runtime costs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.image.build import build_image  # noqa: E402
-from runtime.container import Runtime  # noqa: E402
 from runtime.oci_image import read_manifest, unpack_layers  # noqa: E402
 from runtime.spec import default_spec  # noqa: E402
 
@@ -42,47 +43,90 @@ def make_bundle(work: Path) -> Path:
     return bundle
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=cwd, check=True, stdin=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
+
+
+LIBRARY_WORKER = """
+import sys, time
+from runtime.container import Runtime
+rt = Runtime(root=sys.argv[1], data=sys.argv[2])
+for line in sys.stdin:
+    start = time.perf_counter()
+    code = rt.run(line.strip(), sys.argv[3])
+    print(time.perf_counter() - start if code == 0 else -1, flush=True)
+"""
+
+
+class LibraryWorker:
+    """The library path of one checkout (*tree*), in a process of its own: Runtime.run timed
+    inside it, one container per request, so two checkouts alternate in one run."""
+
+    def __init__(self, tree: Path, work: Path, bundle: Path, name: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LIBRARY_WORKER, str(work / f"{name}-state"),
+             str(work / f"{name}-data"), str(bundle)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env=env)
+
+    def run(self, cid: str) -> float:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(cid + "\n")
+        self.proc.stdin.flush()
+        seconds = float(self.proc.stdout.readline())
+        assert seconds >= 0, f"{cid} failed"
+        return seconds
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="an older checkout of this repo to time beside this one")
     args = parser.parse_args()
-    compileall.compile_dir(REPO / "runtime", quiet=1)  # start-up from bytecode, as installed
+    trees = {"": REPO, **({" (baseline)": args.baseline.resolve()} if args.baseline else {})}
+    for tree in trees.values():  # start-up from bytecode, as installed
+        compileall.compile_dir(tree / "runtime", quiet=1)
     work = Path(tempfile.mkdtemp(prefix="vmvc-bench-runtime-"))
+    workers: list[LibraryWorker] = []
     try:
         bundle = make_bundle(work)
-        rt = Runtime(root=work / "lib-state", data=work / "lib-data")
         cli = str(Path(sys.executable).parent / "vmvc-runtime")
-        commands = {
-            "library Runtime.run": None,
-            "vmvc-runtime run": [cli, "--root", str(work / "cli-state"), "run"],
-            "crun run": [shutil.which("crun"), "--root", str(work / "crun"), "run"],
-            "runc run": [shutil.which("runc"), "--root", str(work / "runc"), "run"],
-        }
+        commands: dict[str, tuple] = {}
+        for suffix, tree in trees.items():
+            worker = LibraryWorker(tree, work, bundle, f"lib{len(workers)}")
+            workers.append(worker)
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            commands[f"library Runtime.run{suffix}"] = (worker, None)
+            commands[f"vmvc-runtime run{suffix}"] = (
+                [cli, "--root", str(work / f"cli-state{len(workers)}"), "run"], env)
+        commands["crun run"] = ([shutil.which("crun"), "--root", str(work / "crun"), "run"],
+                                None)
+        commands["runc run"] = ([shutil.which("runc"), "--root", str(work / "runc"), "run"],
+                                None)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for i in range(args.warmup + args.rounds):
-            for name, argv in commands.items():
+            for name, (how, env) in commands.items():
                 cid = f"vmvc-bench-{i}"
-                if argv is None:
-                    start = time.perf_counter()
-                    code = rt.run(cid, bundle)
-                    seconds = time.perf_counter() - start
-                    assert code == 0
-                else:
-                    seconds = timed([*argv, cid], bundle)
+                seconds = how.run(cid) if isinstance(how, LibraryWorker) else \
+                    timed([*how, cid], bundle, env)
                 if i >= args.warmup:
                     times[name].append(seconds * 1000)
         for name, values in times.items():
-            print(f"{name:22} median {statistics.median(values):6.1f} ms  "
+            print(f"{name:33} median {statistics.median(values):6.1f} ms  "
                   f"(p10 {sorted(values)[len(values) // 10]:.1f}, "
                   f"p90 {sorted(values)[len(values) * 9 // 10]:.1f}, n={len(values)})")
     finally:
+        for worker in workers:
+            worker.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
