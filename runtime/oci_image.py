@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from runtime.errors import ContainerError
+from runtime.storage import layer_store
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 LAYER_TYPES = {
@@ -142,7 +143,11 @@ def _unpack_layer(blob: Path, mode: str, dest: Path) -> None:
 
 
 def unpack_layers(manifest: ImageManifest, store: Path) -> list[Path]:
-    """Unpack each layer once under *store*; return the lower dirs, top layer first."""
+    """Unpack each layer once under *store*; return the lower dirs, top layer first.
+
+    *store* is kept closed to host users (runtime.storage): the layers hold the image's
+    setuid files."""
+    layer_store(store)
     lowers = []
     for layer in manifest.layers:
         mode = LAYER_TYPES.get(layer.get("mediaType", ""))

@@ -76,7 +76,7 @@ class BareInstance(Instance):
     def __init__(self, backend: BareBackend) -> None:
         self.backend = backend
         self.id = f"bare-{uuid.uuid4().hex[:10]}"
-        self.scratch = backend.context.workdir / self.id
+        self.scratch = backend.context.private_workdir() / self.id
         for sub in ("tmp", "var-tmp"):
             (self.scratch / sub).mkdir(parents=True)
             os.chmod(self.scratch / sub, 0o1777)
