@@ -1,5 +1,5 @@
-"""Storage on the host (issue 11, item 4): what containers leave on disk stays out of host
-users' reach.
+"""Storage on the host (issue 11, item 4 and part of 9): what containers leave on disk stays
+out of host users' reach, and bare instances cannot make the shared image layer writable.
 
 A container's writable root is a dir on the host. A workload that drops a setuid-root copy
 of a shell there would hand root to any host user who can reach that dir; the image layers
@@ -205,3 +205,67 @@ def test_a_user_namespaced_container_still_reaches_its_image(tiny_image,
     finally:
         runtime.delete(cid, force=True)
 
+
+# -- bare: the shared layer stays read-only -------------------------------------------------
+def layer_attack(layer: Path) -> str:
+    """Every way a root shell in the instance might make the layer writable: remount it,
+    bind it anew and remount that, unmount it, mount the disk it lives on once more (the
+    host's /dev is there); then try to write through each."""
+    device, on_disk = disk_of(layer)
+    return (
+        "mount -o remount,rw / 2>&1; "
+        "mount -o remount,rw,bind / 2>&1; "
+        "mkdir -p /tmp/again /tmp/disk && mount --bind / /tmp/again 2>&1 && "
+        "mount -o remount,rw,bind /tmp/again 2>&1; "
+        f"mount -t ext4 {device} /tmp/disk 2>&1; "
+        "umount -l / 2>&1; "
+        f"for target in /etc /tmp/again/etc /tmp/disk{on_disk}/etc; do "
+        "touch $target/vmvc-was-here 2>/dev/null && echo WROTE $target; done; "
+        "umount /tmp/again /tmp/disk 2>/dev/null; echo done")
+
+
+def disk_of(path: Path) -> tuple[str, str]:
+    """The block device *path*'s file system is on, and *path* relative to its root."""
+    dev = path.stat().st_dev
+    top = path
+    while top.parent != top and top.parent.stat().st_dev == dev:
+        top = top.parent
+    uevent = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent").read_text()
+    name = next(line.split("=", 1)[1] for line in uevent.splitlines()
+                if line.startswith("DEVNAME="))
+    return f"/dev/{name}", f"/{path.relative_to(top)}" if path != top else ""
+
+
+@pytest.fixture
+def bare_context(tiny_image, reachable: Path, monkeypatch: pytest.MonkeyPatch) -> BackendContext:
+    # a layer store of the test's own: should the attack succeed, it writes no shared layer
+    monkeypatch.setattr("bench.backends.bare.DEFAULT_DATA", str(reachable / "data"))
+    return BackendContext(tiny_image.oci_layout, tiny_image.disk, tiny_image.kernel,
+                          tiny_image.initramfs, reachable / "bench")
+
+
+def finished_output(path: Path) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("done\n"):
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"the attack did not finish: {path}")
+
+
+def test_bare_root_cannot_remount_the_shared_layer_writable(bare_context) -> None:
+    """A bare workload runs as root: it must not make the layer writable, neither as the
+    instance's own process nor as a command run in the instance (joined through nsenter).
+    (Writes to the raw disk through the host's /dev are not tried: bare is the host.)"""
+    backend = make_backend("bare", bare_context)
+    layer = backend.root()
+    assert layer.is_relative_to(bare_context.workdir.parent)
+    attack = layer_attack(layer)
+    with backend.start(["/bin/sh", "-c", f"{{ {attack}; }} > /tmp/outcome; "
+                        "exec sleep 1000"]) as instance:
+        own = finished_output(instance.scratch / "tmp" / "outcome")
+        joined = instance.exec(["/bin/sh", "-c", attack], 30)
+    for output in (own, joined.stdout):
+        assert "WROTE" not in output and output.endswith("done\n"), output
+    assert not (layer / "etc" / "vmvc-was-here").exists()
+    assert mode(bare_context.workdir) == 0o700
