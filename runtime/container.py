@@ -10,7 +10,7 @@ import os
 import select
 import time
 
-from runtime import cgroups, mounts
+from runtime import cgroups, mounts, storage
 from runtime.config import Spec, load_bundle, parse_config
 from runtime.errors import ContainerError
 from runtime.light import suppress
@@ -64,6 +64,7 @@ class Runtime:
         cgroup = None
         mode = network or spec.annotations.get(NETWORK_ANNOTATION, "none")
         try:
+            storage.private_dir(self.data, storage.PASSAGE)  # see runtime.storage
             rootfs, overlay = self._prepare_root(spec, bundle, image, data_dir)
             cgroup = cgroups.for_container(spec.cgroups_path, container_id)
             cgroup.create(spec.resources)
@@ -128,6 +129,12 @@ class Runtime:
         from runtime.oci_image import read_manifest, unpack_layers
 
         lowers = unpack_layers(read_manifest(Path(image)), Path(self.data, "layers"))
+        storage.private_dir(os.path.join(self.data, "containers"), storage.PASSAGE)
+        storage.private_dir(data_dir)  # the upper dir's setuid files: for root's eyes only
+        if spec.namespaces.get("user", "") is None:  # its root mounts the overlay: let it pass
+            root_uid = _host_id(spec.uid_mappings, 0)
+            os.chown(data_dir, root_uid, _host_id(spec.gid_mappings, 0))
+            storage.layer_store(os.path.join(self.data, "layers"), root_uid)
         for name in ("upper", "work", "rootfs"):
             os.makedirs(os.path.join(data_dir, name), exist_ok=True)
         _resolve_username(spec, str(lowers[0]))  # vmvc images have one layer
@@ -180,7 +187,7 @@ class Runtime:
             return None
         from runtime.seccomp import cached_bpf
 
-        return cached_bpf(spec.seccomp, os.path.join(self.data, "seccomp"))
+        return cached_bpf(spec.seccomp, storage.private_dir(os.path.join(self.data, "seccomp")))
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, container_id: str) -> None:

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from runtime.errors import ContainerError
+from runtime.storage import layer_store
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 LAYER_TYPES = {
@@ -186,7 +187,11 @@ def _unpack_layer(blob: Path, mode: str, dest: Path,
 
 
 def unpack_layers(manifest: ImageManifest, store: Path) -> list[Path]:
-    """Unpack each layer once under *store*; return the lower dirs, top layer first."""
+    """Unpack each layer once under *store*; return the lower dirs, top layer first.
+
+    *store* is kept closed to host users (runtime.storage): the layers hold the image's
+    setuid files."""
+    layer_store(store)
     lowers = []
     budget = None  # made (and the environment read) only if a layer is unpacked
     for layer in manifest.layers:

@@ -3,7 +3,8 @@ through the guest agent, read memory, shut down or destroy, and clean up.
 
 Each VM is a transient domain started with auto-destroy (a crashed harness leaves no VM
 running) on a per-VM qcow2 overlay of the image's raw disk (the image is never written),
-with its serial console, agent socket and marker socket in its own work dir.
+with its serial console, agent socket and marker socket in its own work dir (0700, in a
+0700 dir: a host user must reach neither the guest's disk nor its sockets).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ PHASE_EVENTS = {
     "agent_connected": "create requested → libvirt agent lifecycle event CONNECTED",
     "first_command_done": "create requested → guest-exec of /bin/true reported exited",
 }
+MARKER_LINE_MAX = 4096
+"""Bytes a marker line may take (the guest init's are words): a longer one is an error, so
+a guest that floods the port without a newline cannot grow the host's memory."""
 
 
 def default_probe_cache() -> Path:
@@ -288,20 +292,29 @@ class _Watch:
                 except (FileNotFoundError, ConnectionRefusedError):
                     time.sleep(0.002)
             sock.settimeout(0.2)
-            buffer = b""
-            while not self.done.is_set():
-                try:
-                    chunk = sock.recv(4096)
-                except TimeoutError:
-                    continue
-                except OSError:  # the VM went away
-                    return
-                if not chunk:
-                    return
-                buffer += chunk
-                if b"init-started" in buffer:
+            self._read_markers(sock)
+
+    def _read_markers(self, sock: socket.socket) -> None:
+        """Marker lines as they come; only the line being received is kept, at most
+        MARKER_LINE_MAX bytes: past that the boot fails ("marker_overflow")."""
+        partial = b""
+        while not self.done.is_set():
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # the VM went away
+                return
+            if not chunk:
+                return
+            *lines, partial = (partial + chunk).split(b"\n")
+            if len(partial) > MARKER_LINE_MAX or any(len(x) > MARKER_LINE_MAX for x in lines):
+                self.note("marker_overflow")
+                return
+            for line in lines:
+                if line.strip() == b"init-started":
                     self.note("init_started")
-                if b"no-agent" in buffer:
+                elif line.strip() == b"no-agent":
                     self.note("no_agent")
                     return
 
@@ -324,9 +337,15 @@ def _one_line(text: str) -> str:
 
 def _claim_workdir(workdir: Path) -> int:
     """Make the VM's work dir and hold a lock on it for the VM's life: ``cleanup`` leaves
-    a locked dir (its owner is alive) alone; the lock goes with the owner's death."""
+    a locked dir (its owner is alive) alone; the lock goes with the owner's death.
+
+    Both it and the dir of all VMs are 0700 (set, not only asked of mkdir: the umask and
+    older installations): the sockets and the guest's disk are root's alone."""
     try:
-        workdir.mkdir(parents=True, mode=0o755)
+        workdir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(workdir.parent, 0o700)
+        workdir.mkdir(mode=0o700)
+        os.chmod(workdir, 0o700)
         fd = os.open(workdir / "owner.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise VmError(f"cannot make the VM work dir {workdir}: {exc.strerror}") from exc
@@ -414,6 +433,9 @@ def _wait_for_agent(watch: _Watch, name: str, workdir: Path, deadline: float) ->
             raise VmError(f"{name} stopped while booting (serial log: {_tail(workdir)})")
         if "no_agent" in watch.times:
             raise VmError(f"{name}: the image has no guest agent (the guest init said so)")
+        if "marker_overflow" in watch.times:
+            raise VmError(f"{name}: the guest sent a marker line over {MARKER_LINE_MAX} bytes "
+                          "on org.vmvc.marker.0 (its init writes short words)")
         if time.monotonic() > deadline:
             raise VmError(f"{name}: the guest agent did not connect within "
                           f"{deadline - watch.start:.0f} s (serial log: {_tail(workdir)})")

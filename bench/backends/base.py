@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import VmvcError
+from runtime.storage import private_dir
 from vmdriver.vm import memory_cgroup_usage
 
 IDLE = ["sleep", "1000000"]
@@ -48,6 +49,12 @@ class BackendContext:
     limits: Limits = field(default_factory=Limits)
     vm_memory_mib: int = 512
     vm_vcpus: int = 1
+
+    def private_workdir(self) -> Path:
+        """The work dir, 0700 whatever it was: instances leave setuid files and device
+        nodes in their upper and scratch dirs there, and runc/crun's overlay roots are
+        mounted there (runtime.storage)."""
+        return Path(private_dir(self.workdir))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class Bundle:
     def __init__(self, backend: OciCliBackend, argv: list[str], network: str = "none") -> None:
         self.backend = backend
         self.id = new_id()
-        self.dir = backend.context.workdir / BUNDLES / self.id
+        self.dir = backend.context.private_workdir() / BUNDLES / self.id
         self.dir.mkdir(parents=True)
         annotations = {} if backend.mounts_rootfs else \
             {IMAGE_ANNOTATION: str(backend.context.oci_layout)}

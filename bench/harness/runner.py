@@ -33,6 +33,7 @@ from bench.harness.rundir import FORMAT, RunDir
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.workloads import Workload, load_workloads
+from runtime.storage import private_dir
 from vmdriver.vm import PHASES
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
@@ -109,7 +110,7 @@ class Harness:
         packages = sorted({p for w in s.workloads for p in self.workloads[w].packages})
         with progress.step(f"image ({s.image})"):
             image = build_image(s.image, extra_packages=packages if s.image == "full" else None)
-        BENCH_WORKDIR.mkdir(parents=True, exist_ok=True)
+        private_dir(BENCH_WORKDIR)  # instances' upper dirs, overlays: see runtime.storage
         self.context = BackendContext(
             oci_layout=image.oci_layout, disk=image.disk, kernel=image.kernel,
             initramfs=image.initramfs, workdir=BENCH_WORKDIR,
