@@ -12,7 +12,7 @@ import pytest
 
 from runtime.linux import Linux
 from runtime.spec import default_spec
-from tests.oci_runtime import OciRuntime, make_config
+from tests.oci_runtime import PEERS, OciRuntime, make_config
 from tests.security import facts, is_ours, run_bundle
 
 PROBE_PROC = r"""
@@ -87,50 +87,43 @@ def test_proc_after_pivot_must_be_procfs(tmp_path: Path) -> None:
         os.close(root_fd)
 
 
+def _bind_options_seen(runtime: OciRuntime, rootfs: Path, tmp_path: Path,
+                       source_flags: str, bind_options: list[str]) -> list[str]:
+    """The mount options the container sees on /mnt, a bind (with *bind_options*) of a
+    tmpfs mounted on the host with *source_flags*."""
+    source = tmp_path / "bind-source"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"{source_flags},size=1m", "vmvc-sec",
+                    source], check=True)
+    try:
+        config = make_config(rootfs, ["/bin/sh", "-c", "grep ' /mnt ' /proc/self/mountinfo"])
+        config["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(source),
+                                 "options": bind_options})
+        proc = run_bundle(runtime, config, tmp_path / "bundle")
+    finally:
+        subprocess.run(["umount", source], check=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()[5].split(",")
+
+
 def test_a_bind_made_read_only_keeps_its_sources_nosuid(peer_runtime: OciRuntime,
                                                         crafted_rootfs: Path,
                                                         tmp_path: Path) -> None:
     """Item 9: options ["bind", "ro"] from a nosuid,nodev source. The ro remount must not
     clear nosuid/nodev (a setuid file there would become setuid in the container)."""
-    source = tmp_path / "nosuid-source"
-    source.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,size=1m", "vmvc-sec", source],
-                   check=True)
-    try:
-        config = make_config(crafted_rootfs, ["/bin/sh", "-c",
-                                              "grep ' /mnt ' /proc/self/mountinfo"])
-        config["mounts"].append({"destination": "/mnt", "type": "bind",
-                                 "source": str(source), "options": ["bind", "ro"]})
-        proc = run_bundle(peer_runtime, config, tmp_path / "bundle")
-    finally:
-        subprocess.run(["umount", source], check=True)
-    assert proc.returncode == 0, proc.stderr
-    options = proc.stdout.split()[5].split(",")
+    options = _bind_options_seen(peer_runtime, crafted_rootfs, tmp_path, "nosuid,nodev",
+                                 ["bind", "ro"])
     if not is_ours(peer_runtime):  # Debian's runc 1.1.5 and crun 1.8 clear them (runc 1.2
-        assert "ro" in options and "nosuid" not in options, proc.stdout  # keeps them)
+        assert "ro" in options and "nosuid" not in options, options  # keeps them)
         return
-    assert "ro" in options and "nosuid" in options and "nodev" in options, proc.stdout
+    assert "ro" in options and "nosuid" in options and "nodev" in options, options
 
 
 def test_a_bind_can_clear_nosuid_when_asked(crafted_rootfs: Path, tmp_path: Path) -> None:
     """The flags are kept unless the options clear them ("suid"), as runc's ClearedFlags."""
-    from tests.oci_runtime import PEERS
-
-    source = tmp_path / "nosuid-source"
-    source.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,size=1m", "vmvc-sec", source],
-                   check=True)
-    try:
-        config = make_config(crafted_rootfs, ["/bin/sh", "-c",
-                                              "grep ' /mnt ' /proc/self/mountinfo"])
-        config["mounts"].append({"destination": "/mnt", "type": "bind",
-                                 "source": str(source), "options": ["bind", "ro", "suid"]})
-        proc = run_bundle(OciRuntime(tmp_path / "state", PEERS["vmvc-runtime"]), config,
-                          tmp_path / "bundle")
-    finally:
-        subprocess.run(["umount", source], check=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "nosuid" not in proc.stdout.split()[5].split(","), proc.stdout
+    ours = OciRuntime(tmp_path / "state", PEERS["vmvc-runtime"])
+    options = _bind_options_seen(ours, crafted_rootfs, tmp_path, "nosuid", ["bind", "ro", "suid"])
+    assert "ro" in options and "nosuid" not in options, options
 
 
 def test_nothing_is_mounted_over_procs_files(peer_runtime: OciRuntime, busybox_rootfs: Path,
