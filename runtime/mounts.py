@@ -151,7 +151,13 @@ def ensure_in_root(linux: Linux, root_fd: int, path: str, directory: bool = True
     """Like :func:`open_in_root`, first creating what is missing (directories, and the last
     component as a file unless *directory*), each made under a parent opened in the root."""
     parts = _components(path)
-    for depth in range(len(parts) + 1):
+    try:
+        return open_in_root(linux, root_fd, "/".join(parts), resolve)  # it is there: one call
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _unsafe(path, exc) from exc
+    for depth in range(1, len(parts) + 1):
         try:
             fd = open_in_root(linux, root_fd, "/".join(parts[:depth]), resolve)
         except FileNotFoundError:
@@ -162,7 +168,7 @@ def ensure_in_root(linux: Linux, root_fd: int, path: str, directory: bool = True
         if depth == len(parts):
             return fd
         os.close(fd)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the root itself always opens")
 
 
 def _create(linux: Linux, root_fd: int, parts: list[str], directory: bool,
@@ -308,27 +314,34 @@ def submounts(target: str) -> list[str]:
 
 def make_devices(linux: Linux, rootfs: str, devices: list[Device]) -> None:
     """The default device nodes, the spec's devices, and /dev's usual symlinks, each made
-    with *at() calls under a /dev opened inside the root."""
+    with *at() calls under a directory opened inside the root."""
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    parents: dict[str, int] = {}  # each directory opened once
     old_umask = os.umask(0)  # nodes get exactly the modes asked for
+
+    def parent_of(path: str) -> int:
+        directory = os.path.dirname(path)
+        if directory not in parents:
+            parents[directory] = ensure_in_root(linux, root_fd, directory)
+        return parents[directory]
+
     try:
         for path, major, minor in DEFAULT_DEVICES:
-            _make_node(linux, root_fd, path, stat.S_IFCHR | 0o666, os.makedev(major, minor),
-                       bind_fallback=True)
+            _make_node(linux, root_fd, parent_of(path), path, stat.S_IFCHR | 0o666,
+                       os.makedev(major, minor), bind_fallback=True)
         kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
         for device in devices:
-            _make_node(linux, root_fd, device.path,
+            _make_node(linux, root_fd, parent_of(device.path), device.path,
                        kind[device.type] | (device.file_mode & 0o7777),
                        os.makedev(device.major, device.minor), owner=(device.uid, device.gid))
         for source, path in DEV_SYMLINKS:
-            parent = ensure_in_root(linux, root_fd, os.path.dirname(path))
-            try:
-                if not _exists_at(parent, os.path.basename(path)):
-                    linux.symlink(source, os.path.basename(path), parent)
-            finally:
-                os.close(parent)
+            name = os.path.basename(path)
+            if not _exists_at(parent_of(path), name):
+                linux.symlink(source, name, parent_of(path))
     finally:
         os.umask(old_umask)
+        for fd in parents.values():
+            os.close(fd)
         os.close(root_fd)
 
 
@@ -340,29 +353,25 @@ def _exists_at(dir_fd: int, name: str) -> bool:
     return True
 
 
-def _make_node(linux: Linux, root_fd: int, path: str, mode: int, device: int, *,
-               bind_fallback: bool = False, owner: tuple[int, int] | None = None) -> None:
-    parent = ensure_in_root(linux, root_fd, os.path.dirname(path))
+def _make_node(linux: Linux, root_fd: int, parent: int, path: str, mode: int, device: int,
+               *, bind_fallback: bool = False, owner: tuple[int, int] | None = None) -> None:
     name = os.path.basename(path)
+    if _exists_at(parent, name):
+        os.unlink(name, dir_fd=parent)  # unlinkat: a symlink goes, not what it names
     try:
-        if _exists_at(parent, name):
-            os.unlink(name, dir_fd=parent)  # unlinkat: a symlink goes, not what it names
+        linux.mknod(name, mode, device, parent)
+    except PermissionError:  # in a user namespace: bind the host's node (as runc does)
+        if not bind_fallback:
+            raise
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666,
+                         dir_fd=parent))
+        node = open_in_root(linux, root_fd, path, IN_ROOT | RESOLVE_NO_SYMLINKS)
         try:
-            linux.mknod(name, mode, device, parent)
-        except PermissionError:  # in a user namespace: bind the host's node (as runc does)
-            if not bind_fallback:
-                raise
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
-                             0o666, dir_fd=parent))
-            node = open_in_root(linux, root_fd, path, IN_ROOT | RESOLVE_NO_SYMLINKS)
-            try:
-                linux.mount(path, fd_path(node), None, MS_BIND)
-            finally:
-                os.close(node)
-        if owner is not None:
-            os.chown(name, *owner, dir_fd=parent, follow_symlinks=False)
-    finally:
-        os.close(parent)
+            linux.mount(path, fd_path(node), None, MS_BIND)
+        finally:
+            os.close(node)
+    if owner is not None:
+        os.chown(name, *owner, dir_fd=parent, follow_symlinks=False)
 
 
 def pivot_into(linux: Linux, rootfs: str) -> None:
@@ -427,25 +436,30 @@ def kept_flags(fd: int) -> int:
     return kept
 
 
-def mask(linux: Linux, root_fd: int, path: str) -> None:
-    """Hide *path*: /dev/null over a file, an empty read-only tmpfs over a directory."""
+def mask_all(linux: Linux, root_fd: int, paths: list[str]) -> None:
+    """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory.
+    Absent: nothing to hide; present but unreachable safely: an error, never skipped."""
+    null = -1
     try:
-        fd = open_in_root(linux, root_fd, path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise _unsafe(f"linux.maskedPaths {path}", exc) from exc
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            linux.mount("tmpfs", fd_path(fd), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=2")
-            return
-        null = _null_device(linux, root_fd)
-        try:
-            linux.mount(fd_path(null), fd_path(fd), None, MS_BIND)
-        finally:
-            os.close(null)
+        for path in paths:
+            try:
+                fd = open_in_root(linux, root_fd, path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _unsafe(f"linux.maskedPaths {path}", exc) from exc
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    linux.mount("tmpfs", fd_path(fd), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=2")
+                    continue
+                if null < 0:
+                    null = _null_device(linux, root_fd)
+                linux.mount(fd_path(null), fd_path(fd), None, MS_BIND)
+            finally:
+                os.close(fd)
     finally:
-        os.close(fd)
+        if null >= 0:
+            os.close(null)
 
 
 def _null_device(linux: Linux, root_fd: int) -> int:

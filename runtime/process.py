@@ -429,8 +429,7 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
             linux.sethostname(spec.hostname)
         for path in spec.readonly_paths:
             mounts.make_readonly(linux, root_fd, path)
-        for path in spec.masked_paths:
-            mounts.mask(linux, root_fd, path)
+        mounts.mask_all(linux, root_fd, spec.masked_paths)
         if spec.root_readonly:
             mounts.readonly_root(linux, root_fd)
     finally:

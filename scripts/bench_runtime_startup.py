@@ -5,7 +5,8 @@ Targets (issue 3), on one busybox bundle running /bin/true with the default spec
 seccomp profile, all namespaces, cgroups):
   * library path: Runtime.run (create → start → exit → delete) median ≤ `crun run` median;
   * CLI path: `vmvc-runtime run` median ≤ `runc run` median.
-Each round times every command once, in turn, so drift of the machine hits all alike.
+Each round times every command once, in turn (the order rotated each round), so drift of
+the machine and the cost of coming right after another command hit all alike.
 ``--baseline DIR`` adds an older checkout of the repo (``git worktree add DIR <commit>``) to the
 same rounds, library and CLI path both, to show what a change to the runtime costs.
 """
@@ -113,8 +114,12 @@ def main() -> None:
         commands["runc run"] = ([shutil.which("runc"), "--root", str(work / "runc"), "run"],
                                 None)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        names = list(commands)
         for i in range(args.warmup + args.rounds):
-            for name, (how, env) in commands.items():
+            # rotated each round: what runs just after another runtime's delete pays for
+            # the kernel's cleanup behind it, so no command may always come first
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                how, env = commands[name]
                 cid = f"vmvc-bench-{i}"
                 seconds = how.run(cid) if isinstance(how, LibraryWorker) else \
                     timed([*how, cid], bundle, env)
