@@ -5,8 +5,8 @@ Targets (issue 3), on one busybox bundle running /bin/true with the default spec
 seccomp profile, all namespaces, cgroups):
   * library path: Runtime.run (create → start → exit → delete) median ≤ `crun run` median;
   * CLI path: `vmvc-runtime run` median ≤ `runc run` median.
-Each round times every command once, in turn (the order rotated each round), so drift of
-the machine and the cost of coming right after another command hit all alike.
+Each round times every command once, in an order shuffled each round, so drift of the
+machine and the cost of coming right after another command hit all alike.
 ``--baseline DIR`` adds an older checkout of the repo (``git worktree add DIR <commit>``) to the
 same rounds, library and CLI path both, to show what a change to the runtime costs.
 """
@@ -17,6 +17,7 @@ import argparse
 import compileall
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -115,12 +116,18 @@ def main() -> None:
                                 None)
         times: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
+        order = random.Random(0)  # the same shuffles in every run of the script
         for i in range(args.warmup + args.rounds):
-            # rotated each round: what runs just after another runtime's delete pays for
-            # the kernel's cleanup behind it, so no command may always come first
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            # shuffled each round: what runs right after another runtime's delete pays for
+            # the kernel's cleanup behind it (~5 ms after runc here), so no command may
+            # always follow the same one (a rotation keeps the neighbours)
+            round_order = names[:]
+            order.shuffle(round_order)
+            for name in round_order:
                 how, env = commands[name]
-                cid = f"vmvc-bench-{i}"
+                # an id (and so a cgroup name) of its own: re-creating the cgroup another
+                # command just removed would time the kernel's teardown of the old one
+                cid = f"vmvc-bench-{i}-{names.index(name)}"
                 seconds = how.run(cid) if isinstance(how, LibraryWorker) else \
                     timed([*how, cid], bundle, env)
                 if i >= args.warmup:
