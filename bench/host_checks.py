@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import kernel_features
-from bench.image.build import cached_images, superseded_images
-from bench.image.cache import default_cache_dir, read_manifest
+from image.build import cached_images, superseded_images
+from image.cache import default_cache_dir, read_manifest
 from vmdriver.accel import KvmVerdict, decide_accelerator
 
 BACKENDS = ("bare", "builtin", "builtin-cli", "runc", "crun", "vm")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.image.build import ImageArtifacts, build_image
-from bench.image.cache import default_cache_dir
+from image.build import ImageArtifacts, build_image
+from image.cache import default_cache_dir
 
 
 def _mount_points() -> set[str]:

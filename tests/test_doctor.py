@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.host_checks import BACKENDS, newest_kernel
-from bench.image.cache import default_cache_dir
 from bench.kernel_features import cgroup_layout
+from image.cache import default_cache_dir
 from vmdriver.accel import probe_kvm
 
 

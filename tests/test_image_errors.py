@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.image.cache import default_cache_dir
+from image.cache import default_cache_dir
 
 
 def vmvc(*args: str) -> subprocess.CompletedProcess[str]:

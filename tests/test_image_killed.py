@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.fs_cleanup import mounts_below
-from bench.image.build import build_image
-from bench.image.cache import default_cache_dir
+from image.build import build_image
+from image.cache import default_cache_dir
+from image.fs_cleanup import mounts_below
 
 
 def processes_mentioning(text: str) -> list[int]:

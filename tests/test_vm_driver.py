@@ -17,8 +17,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from bench.image.build import ImageArtifacts
-from bench.image.initramfs import guest_source
+from image.build import ImageArtifacts
+from image.initramfs import guest_source
 from vmdriver import vm as vm_module
 from vmdriver.errors import VmError
 from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, WORKDIR, Vm, VmConfig, boot

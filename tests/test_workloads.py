@@ -15,9 +15,9 @@ from bench.backends.builtin import BuiltinBackend
 from bench.errors import VmvcError
 from bench.harness import measure
 from bench.harness.runner import BENCH_WORKDIR
-from bench.image.build import ImageArtifacts
 from bench.workloads import Workload, load_workloads
 from bench.workloads.spec import UNITS, parse_workload
+from image.build import ImageArtifacts
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")

@@ -51,7 +51,7 @@ a guest that floods the port without a newline cannot grow the host's memory."""
 
 def default_probe_cache() -> Path:
     """The KVM probe's verdict file, where `vmvc doctor` and `make setup` keep it too
-    (bench.image.cache.default_cache_dir; vmdriver does not import the suite)."""
+    (image.cache.default_cache_dir; vmdriver does not import the suite)."""
     base = os.environ.get("VMVC_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmvc"
     return Path(base) / "kvm-probe.json"

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from bench.errors import VmvcError
-from bench.fs_cleanup import remove_tree
-from bench.image import cache
-from bench.image.build import PROFILES, build_image, cached_images, superseded_images
-from bench.progress import StepProgress
+from image import cache
+from image.build import PROFILES, build_image, cached_images, superseded_images
+from image.fs_cleanup import remove_tree
+from image.progress import StepProgress
 
 
 def register(verbs: argparse._SubParsersAction) -> None:

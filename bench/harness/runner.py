@@ -24,7 +24,6 @@ from bench.backends import BACKENDS, Backend, BackendContext, Limits, make_backe
 from bench.backends.base import defer_signals
 from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
-from bench.external import DIE_WITH_VMVC
 from bench.harness import inprocess
 from bench.harness.metadata import benchmark_metadata
 from bench.harness.plan import SUITES, Suite, Task, build_plan, density_steps, suite_with
@@ -33,6 +32,7 @@ from bench.harness.rundir import FORMAT, RunDir
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.workloads import Workload, load_workloads
+from image.external import DIE_WITH_VMVC
 from runtime.storage import private_dir
 from vmdriver.vm import PHASES
 
@@ -104,7 +104,7 @@ class Harness:
 
     # -- set-up -----------------------------------------------------------------------
     def prepare(self, progress: RunProgress) -> None:
-        from bench.image.build import build_image
+        from image.build import build_image
 
         s = self.settings
         packages = sorted({p for w in s.workloads for p in self.workloads[w].packages})

@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.fs_cleanup import remove_tree
+from image.errors import ImageError
+from image.fs_cleanup import remove_tree
 
 MANIFEST = "artifacts.json"
 CHUNK = 1 << 20
@@ -42,7 +42,7 @@ def ensure_writable(cache_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise VmvcError(f"cache dir {cache_dir} is not writable: {exc.strerror}") from exc
+        raise ImageError(f"cache dir {cache_dir} is not writable: {exc.strerror}") from exc
 
 
 def content_hash(path: Path) -> str:
