@@ -35,6 +35,7 @@ from image.rootfs import (
     install_guest_files,
     installed_versions,
 )
+from paths import image_cache_dir
 
 SUITE = "bookworm"
 PROFILES = ("full", "tiny")
@@ -117,7 +118,7 @@ def build_image(
     if profile not in PROFILES:
         raise ImageError(f"unknown image profile {profile!r} (choose from {', '.join(PROFILES)})")
     progress = progress or StepProgress(quiet=True)
-    cache_dir = cache_dir or cache.default_cache_dir()
+    cache_dir = cache_dir or image_cache_dir()
     cache.ensure_writable(cache_dir)
     base = WORKLOAD_PACKAGES if profile == "full" else ()
     packages = sorted(set(base) | set(extra_packages or ()))
@@ -245,7 +246,7 @@ def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress
 
 def cached_images(cache_dir: Path | None = None) -> list[Path]:
     """Committed entries in the cache, newest first."""
-    images = (cache_dir or cache.default_cache_dir()) / "images"
+    images = (cache_dir or image_cache_dir()) / "images"
     if not images.is_dir():
         return []
     entries = [p for p in images.iterdir() if (p / cache.MANIFEST).exists()]

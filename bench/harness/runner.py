@@ -33,11 +33,11 @@ from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.workloads import Workload, load_workloads
 from image.external import DIE_WITH_VMVC
+from paths import BENCH_WORKDIR
 from runtime.storage import private_dir
 from vmdriver.vm import PHASES
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
-BENCH_WORKDIR = Path(os.environ.get("VMVC_BENCH_DIR", "/var/lib/vmvc/bench"))
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
 
 
