@@ -110,15 +110,15 @@ class Harness:
         packages = sorted({p for w in s.workloads for p in self.workloads[w].packages})
         with progress.step(f"image ({s.image})"):
             image = build_image(s.image, extra_packages=packages if s.image == "full" else None)
+        with progress.step("host checks"):
+            verdict, checks = run_checks()
+        self.accelerator = verdict.accelerator  # decided once here; every VM boots under it
         private_dir(BENCH_WORKDIR)  # instances' upper dirs, overlays: see runtime.storage
         self.context = BackendContext(
             oci_layout=image.oci_layout, disk=image.disk, kernel=image.kernel,
             initramfs=image.initramfs, workdir=BENCH_WORKDIR,
             limits=Limits(cpus=s.cpus, memory_mib=s.memory_mib),
-            vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus)
-        with progress.step("host checks"):
-            verdict, checks = run_checks()
-        self.accelerator = verdict.accelerator
+            vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus, accelerator=verdict.accelerator)
         previous = self.manifest
         if previous:  # resuming: the rest must be measured under what the start was
             before = (previous.get("image", {}).get("digest"),
