@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import kernel_features
-from bench.image.build import cached_images, superseded_images
-from bench.image.cache import default_cache_dir, read_manifest
+from image.build import cached_images, superseded_images
+from image.cache import read_manifest
+from paths import image_cache_dir, kvm_probe_file
 from vmdriver.accel import KvmVerdict, decide_accelerator
 
 BACKENDS = ("bare", "builtin", "builtin-cli", "runc", "crun", "vm")
@@ -215,10 +216,10 @@ def newest_kernel(cache_dir: Path) -> tuple[Path | None, Path | None]:
 def run_checks(cache_dir: Path | None = None, uri: str = DEFAULT_URI,
                on_check: Callable[[Check], None] | None = None) -> tuple[KvmVerdict, list[Check]]:
     """Every check, in the order the doctor shows them; the accelerator verdict too."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_dir or image_cache_dir()
     layout = kernel_features.cgroup_layout()
     kernel, initramfs = newest_kernel(cache_dir)
-    verdict = decide_accelerator(kernel, initramfs, cache_dir / "kvm-probe.json")
+    verdict = decide_accelerator(kernel, initramfs, kvm_probe_file(cache_dir))
     steps: list[Callable[[], Check | list[Check] | None]] = [
         check_root, check_namespaces, lambda: check_cgroups(layout), check_overlayfs,
         check_seccomp, lambda: check_kvm(verdict), lambda: check_libvirt(verdict, uri),
@@ -256,5 +257,5 @@ if __name__ == "__main__":  # python -m bench.host_checks accelerator (used by m
 
     if sys.argv[1:] != ["accelerator"]:
         sys.exit("usage: python -m bench.host_checks accelerator")
-    cache = default_cache_dir()
-    print(decide_accelerator(*newest_kernel(cache), cache / "kvm-probe.json").accelerator)
+    cache = image_cache_dir()
+    print(decide_accelerator(*newest_kernel(cache), kvm_probe_file(cache)).accelerator)

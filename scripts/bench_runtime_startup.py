@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.image.build import build_image  # noqa: E402
+from image.build import build_image  # noqa: E402
 from runtime.oci_image import read_manifest, unpack_layers  # noqa: E402
 from runtime.spec import default_spec  # noqa: E402
 

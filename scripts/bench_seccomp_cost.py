@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO))
 from bench.backends import builtin, make_backend, oci_bundle  # noqa: E402
 from bench.backends.base import BackendContext  # noqa: E402
 from bench.harness.measure import cost  # noqa: E402
-from bench.harness.runner import BENCH_WORKDIR  # noqa: E402
-from bench.image.build import build_image  # noqa: E402
 from bench.workloads import load_workloads  # noqa: E402
+from image.build import build_image  # noqa: E402
+from paths import BENCH_WORKDIR  # noqa: E402
 
 
 def without_seccomp(*args, **kwargs) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.image.build import build_image  # noqa: E402
+from image.build import build_image  # noqa: E402
 from vmdriver.agent import POLL_FIRST, POLL_MAX  # noqa: E402
 from vmdriver.vm import PHASES, VmConfig, boot, choose_accelerator  # noqa: E402
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.image.build import ImageArtifacts, build_image
-from bench.image.cache import default_cache_dir
+from image.build import ImageArtifacts, build_image
+from paths import image_cache_dir, image_scratch_dir
 
 
 def _mount_points() -> set[str]:
@@ -35,7 +35,7 @@ def _qemu_pids() -> set[int]:
 
 def _vmvc_temp() -> set[str]:
     tmp = {p.name for pattern in ("vmvc-*", "mmdebstrap.*") for p in Path("/tmp").glob(pattern)}
-    scratch = default_cache_dir() / "tmp"
+    scratch = image_scratch_dir(image_cache_dir())
     return tmp | ({f"scratch/{p.name}" for p in scratch.iterdir()} if scratch.is_dir() else set())
 
 

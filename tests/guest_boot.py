@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.image.build import ImageArtifacts
+from image.build import ImageArtifacts
 
 
 class GuestAgent:

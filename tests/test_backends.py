@@ -13,7 +13,7 @@ from bench.backends import BackendContext, make_backend
 from bench.backends.base import Limits
 from bench.errors import VmvcError
 from bench.harness import inprocess, measure
-from bench.harness.runner import BENCH_WORKDIR
+from paths import BENCH_WORKDIR
 from runtime.container import DEFAULT_ROOT
 
 HOST_AND_CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.image.digest import digest_lines, rootfs_digest
+from image.digest import digest_lines, rootfs_digest
 
 
 @pytest.fixture

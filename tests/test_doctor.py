@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.host_checks import BACKENDS, newest_kernel
-from bench.image.cache import default_cache_dir
 from bench.kernel_features import cgroup_layout
+from paths import image_cache_dir
 from vmdriver.accel import probe_kvm
 
 
@@ -49,7 +49,7 @@ def test_json_follows_the_contract(report: dict) -> None:
 
 def test_kvm_verdict_matches_a_fresh_probe(report: dict) -> None:
     """The cached verdict agrees with a boot done now, uncached."""
-    kernel, initramfs = newest_kernel(default_cache_dir())
+    kernel, initramfs = newest_kernel(image_cache_dir())
     assert kernel is not None and initramfs is not None
     fresh = probe_kvm(kernel, initramfs)
     assert report["accelerator"] == fresh.accelerator

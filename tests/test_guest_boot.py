@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.image.build import ImageArtifacts
+from image.build import ImageArtifacts
 from tests.guest_boot import GuestAgent, booted, wait_for_line
 
 

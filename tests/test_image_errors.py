@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.image.cache import default_cache_dir
+from paths import image_cache_dir
 
 
 def vmvc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,7 @@ def _du(path: Path) -> int:
 
 def test_full_disk_during_build(mounted_tmpfs, tiny_image) -> None:
     """The package index and downloads fit; unpacking the kernel and the disk do not."""
-    source = default_cache_dir()
+    source = image_cache_dir()
     needed = _du(source / "apt") + _du(source / "debs")
     small = mounted_tmpfs(f"{needed // 1024 + 12 * 1024}k")
     cache_dir = small / "cache"

@@ -7,13 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from bench.image.build import ImageArtifacts, build_image
-from bench.image.content_check import (
+from image.build import ImageArtifacts, build_image
+from image.content_check import (
     digest_of_ext4,
     digest_of_oci_layout,
     recorded_digest_of_ext4,
 )
-from bench.image.rootfs import WORKLOAD_PACKAGES
+from image.rootfs import WORKLOAD_PACKAGES
 from runtime.oci_image import read_manifest, unpack_layers
 
 TOOLS = ("usr/bin/busybox", "usr/bin/sysbench", "usr/bin/fio", "usr/bin/stress-ng",

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.fs_cleanup import mounts_below
-from bench.image.build import build_image
-from bench.image.cache import default_cache_dir
+from image.build import build_image
+from image.fs_cleanup import mounts_below
+from paths import image_cache_dir
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -50,7 +50,7 @@ def test_sigkill_during_mmdebstrap(tmp_path: Path, tiny_image) -> None:
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     for part in ("apt", "debs"):  # skip the index download: get to mmdebstrap quickly
-        shutil.copytree(default_cache_dir() / part, cache_dir / part, symlinks=True)
+        shutil.copytree(image_cache_dir() / part, cache_dir / part, symlinks=True)
     builder = subprocess.Popen([sys.executable, "-m", "bench", "image", "build", "--profile",
                                 "full", "--cache-dir", str(cache_dir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

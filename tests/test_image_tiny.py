@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.image import cache
-from bench.image.build import ImageArtifacts, build_image
-from bench.image.content_check import (
+from image import cache
+from image.build import ImageArtifacts, build_image
+from image.content_check import (
     digest_of_ext4,
     digest_of_oci_layout,
     recorded_digest_of_ext4,
 )
-from bench.image.oci_layout import DIGEST_ANNOTATION
+from image.oci_layout import DIGEST_ANNOTATION
 from runtime.oci_image import read_manifest
 
 
@@ -62,7 +62,7 @@ def test_layout_is_read_by_umoci(tiny: ImageArtifacts, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     subprocess.run(["umoci", "unpack", "--image", f"{tiny.oci_layout}:vmvc-tiny", bundle],
                    check=True, capture_output=True)
-    from bench.image.digest import rootfs_digest
+    from image.digest import rootfs_digest
 
     assert rootfs_digest(bundle / "rootfs").digest == tiny.digest
     assert (bundle / "rootfs/usr/local/sbin/vmvc-init").stat().st_mode & 0o111

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import VmvcError
-from bench.image.build import check_versions
-from bench.image.debian_archive import AptSource, debian_sources
-from bench.image.guest_kernel import kernel_image_package, module_load_order
-from bench.image.initramfs import CpioWriter
+from image.build import check_versions
+from image.debian_archive import AptSource, debian_sources
+from image.errors import ImageError
+from image.guest_kernel import kernel_image_package, module_load_order
+from image.initramfs import CpioWriter
 from runtime.errors import ContainerError
 from runtime.oci_image import _unpack_layer
 
@@ -39,7 +39,7 @@ def test_modules_load_dependencies_first() -> None:
 
 
 def test_unknown_module_is_an_error() -> None:
-    with pytest.raises(VmvcError, match="no module virtio_gpu"):
+    with pytest.raises(ImageError, match="no module virtio_gpu"):
         module_load_order(MODULES_DEP, ("virtio_gpu",))
 
 
@@ -47,7 +47,7 @@ def test_kernel_image_package_is_found_among_the_resolved() -> None:
     resolved = {"linux-image-cloud-amd64": "6.1.192-3", "kmod": "30",
                 "linux-image-6.1.0-57-cloud-amd64": "6.1.192-3"}
     assert kernel_image_package(resolved) == "linux-image-6.1.0-57-cloud-amd64"
-    with pytest.raises(VmvcError, match="resolves to 0 kernel images"):
+    with pytest.raises(ImageError, match="resolves to 0 kernel images"):
         kernel_image_package({"kmod": "30"})
 
 
@@ -161,7 +161,7 @@ def test_explicit_mirror_is_used_alone() -> None:
 def test_an_image_must_hold_what_its_key_says() -> None:
     check_versions({"fio": "3.33-3"}, {"fio": "3.33-3"})
     check_versions({}, {"anything": "1"})  # the tiny image resolves no packages
-    with pytest.raises(VmvcError, match=r"fio 3.33-3≠3.35-1, sysbench 1.0≠-"):
+    with pytest.raises(ImageError, match=r"fio 3.33-3≠3.35-1, sysbench 1.0≠-"):
         check_versions({"fio": "3.33-3", "sysbench": "1.0"}, {"fio": "3.35-1"})
 
 

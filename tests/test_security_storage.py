@@ -239,7 +239,7 @@ def disk_of(path: Path) -> tuple[str, str]:
 @pytest.fixture
 def bare_context(tiny_image, reachable: Path, monkeypatch: pytest.MonkeyPatch) -> BackendContext:
     # a layer store of the test's own: should the attack succeed, it writes no shared layer
-    monkeypatch.setattr("bench.backends.bare.DEFAULT_DATA", str(reachable / "data"))
+    monkeypatch.setattr("bench.backends.bare.RUNTIME_DATA", reachable / "data")
     return BackendContext(tiny_image.oci_layout, tiny_image.disk, tiny_image.kernel,
                           tiny_image.initramfs, reachable / "bench")
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from bench.image.build import ImageArtifacts
-from bench.image.initramfs import guest_source
+from image.build import ImageArtifacts
+from image.initramfs import guest_source
+from paths import VM_WORKDIR
 from vmdriver import vm as vm_module
 from vmdriver.errors import VmError
-from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, WORKDIR, Vm, VmConfig, boot
+from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, Vm, VmConfig, boot
 
 
 def vmvc_domains() -> set[str]:
@@ -33,7 +34,7 @@ def vmvc_domains() -> set[str]:
 
 
 def workdirs() -> set[str]:
-    return {p.name for p in WORKDIR.glob(f"{NAME_PREFIX}*")} if WORKDIR.is_dir() else set()
+    return {p.name for p in VM_WORKDIR.glob(f"{NAME_PREFIX}*")} if VM_WORKDIR.is_dir() else set()
 
 
 def config(image: ImageArtifacts, **changes: object) -> VmConfig:
@@ -205,7 +206,7 @@ def test_a_killed_harness_leaves_nothing_after_cleanup(full_image: ImageArtifact
     assert name not in vmvc_domains()
     out = subprocess.run([sys.executable, "-m", "bench", "cleanup"], capture_output=True,
                          text=True, check=True).stdout
-    assert f"work dir {WORKDIR / name}" in out
+    assert f"work dir {VM_WORKDIR / name}" in out
     assert name not in workdirs()
     assert vm.name in vmvc_domains() and vm.exec(["/bin/true"]).exit_code == 0  # a live
     assert vm.name not in out  # owner's VM is left alone

@@ -14,10 +14,10 @@ from bench.backends.bare import BareBackend
 from bench.backends.builtin import BuiltinBackend
 from bench.errors import VmvcError
 from bench.harness import measure
-from bench.harness.runner import BENCH_WORKDIR
-from bench.image.build import ImageArtifacts
 from bench.workloads import Workload, load_workloads
 from bench.workloads.spec import UNITS, parse_workload
+from image.build import ImageArtifacts
+from paths import BENCH_WORKDIR
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")

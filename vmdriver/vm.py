@@ -24,12 +24,12 @@ from pathlib import Path
 import jinja2
 import libvirt
 
+from paths import VM_WORKDIR, kvm_probe_file
 from vmdriver import agent
 from vmdriver.accel import KvmVerdict, decide_accelerator
 from vmdriver.connection import DEFAULT_URI, open_connection
 from vmdriver.errors import VmError
 
-WORKDIR = Path(os.environ.get("VMVC_VM_DIR", "/var/lib/vmvc/vms"))
 NAME_PREFIX = "vmvc-vm-"
 QEMU = "/usr/bin/qemu-system-x86_64"
 PHASES = ("qemu_started", "kernel_started", "init_started", "agent_connected",
@@ -49,14 +49,6 @@ MARKER_LINE_MAX = 4096
 a guest that floods the port without a newline cannot grow the host's memory."""
 
 
-def default_probe_cache() -> Path:
-    """The KVM probe's verdict file, where `vmvc doctor` and `make setup` keep it too
-    (bench.image.cache.default_cache_dir; vmdriver does not import the suite)."""
-    base = os.environ.get("VMVC_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmvc"
-    return Path(base) / "kvm-probe.json"
-
-
 @dataclass
 class VmConfig:
     kernel: Path
@@ -68,7 +60,7 @@ class VmConfig:
     uri: str = DEFAULT_URI
     cmdline: str = "console=ttyS0 panic=-1"
     boot_timeout: float = 180.0
-    probe_cache: Path | None = field(default_factory=lambda: default_probe_cache())
+    probe_cache: Path | None = field(default_factory=kvm_probe_file)
 
 
 @dataclass
@@ -359,7 +351,7 @@ def boot(config: VmConfig) -> Vm:
     verdict = choose_accelerator(config)
     conn = open_connection(config.uri)
     name = f"{NAME_PREFIX}{uuid.uuid4().hex[:10]}"
-    workdir = WORKDIR / name
+    workdir = VM_WORKDIR / name
     callbacks: list[int] = []
     dom = None
     watch = None
@@ -511,12 +503,12 @@ def cleanup(uri: str = DEFAULT_URI) -> list[str]:
     try:
         names = {d.name(): d for d in conn.listAllDomains() if d.name().startswith(NAME_PREFIX)}
         for name, dom in names.items():
-            if not _owner_alive(WORKDIR / name):
+            if not _owner_alive(VM_WORKDIR / name):
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.destroy()
                     removed.append(f"domain {name}")
-        if WORKDIR.is_dir():
-            for workdir in WORKDIR.iterdir():
+        if VM_WORKDIR.is_dir():
+            for workdir in VM_WORKDIR.iterdir():
                 if workdir.name.startswith(NAME_PREFIX) and not _owner_alive(workdir):
                     if workdir.name in names and names[workdir.name].isActive():
                         continue

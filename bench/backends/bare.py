@@ -43,7 +43,7 @@ from bench.backends.base import (
 )
 from bench.backends.oci_bundle import image_layers
 from bench.errors import VmvcError
-from runtime.container import DEFAULT_DATA
+from paths import RUNTIME_DATA
 from runtime.linux import (
     CLONE_NEWNS,
     CLONE_NEWUSER,
@@ -193,7 +193,7 @@ class BareBackend(Backend):
 
     def root(self) -> Path:
         if self._root is None:
-            layers = image_layers(self.context.oci_layout, Path(DEFAULT_DATA, "layers"))
+            layers = image_layers(self.context.oci_layout, Path(RUNTIME_DATA, "layers"))
             if len(layers) != 1:
                 raise VmvcError(f"bare: the image has {len(layers)} layers; the bare backend "
                                 "runs single-layer images (vmvc's own)")

@@ -49,6 +49,7 @@ class BackendContext:
     limits: Limits = field(default_factory=Limits)
     vm_memory_mib: int = 512
     vm_vcpus: int = 1
+    accelerator: str = "auto"  # kvm or tcg: the run's host checks decided; auto: vmdriver probes
 
     def private_workdir(self) -> Path:
         """The work dir, 0700 whatever it was: instances leave setuid files and device

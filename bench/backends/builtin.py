@@ -21,6 +21,7 @@ from bench.backends.base import (
     wait_exit,
 )
 from bench.backends.oci_bundle import container_config, new_id
+from paths import RUNTIME_DATA, RUNTIME_ROOT
 from runtime.container import Runtime
 
 MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
@@ -70,7 +71,7 @@ class BuiltinBackend(Backend):
 
     def __init__(self, context) -> None:
         super().__init__(context)
-        self.runtime = Runtime()
+        self.runtime = Runtime(RUNTIME_ROOT, RUNTIME_DATA)
 
     def _create(self, argv: list[str], stdio: tuple[int, int, int],
                 network: str = "none") -> tuple[str, int, str | None]:

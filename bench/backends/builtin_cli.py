@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.backends.oci_cli import STATE_ROOT, OciCliBackend
+from bench.backends.oci_cli import OciCliBackend
+from paths import BENCH_STATE_DIR
 
 
 class BuiltinCliBackend(OciCliBackend):
@@ -18,7 +19,7 @@ class BuiltinCliBackend(OciCliBackend):
     def address_of(self, container_id: str) -> str | None:
         from runtime.state import StateStore
 
-        state = StateStore(str(STATE_ROOT / self.name)).load(container_id)
+        state = StateStore(str(BENCH_STATE_DIR / self.name)).load(container_id)
         return state.network.get("address")
 
     def binary(self) -> str | None:

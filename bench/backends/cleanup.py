@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 from bench.backends.bare import marked_pids
-from bench.backends.oci_cli import BUNDLES, STATE_ROOT
+from bench.backends.oci_cli import BUNDLES
+from paths import BENCH_STATE_DIR
 from runtime.linux import MNT_DETACH, Linux
 
 
@@ -25,8 +26,8 @@ def _mounted(path: Path) -> bool:
 
 def cleanup(workdir: Path) -> list[str]:
     removed = []
-    if STATE_ROOT.is_dir():
-        for root in sorted(STATE_ROOT.iterdir()):
+    if BENCH_STATE_DIR.is_dir():
+        for root in sorted(BENCH_STATE_DIR.iterdir()):
             if root.name == "builtin-cli":
                 from runtime.cleanup import cleanup as cleanup_containers
 

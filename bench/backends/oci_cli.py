@@ -35,10 +35,10 @@ from bench.backends.base import (
 )
 from bench.backends.oci_bundle import container_config, image_layers, new_id
 from bench.errors import VmvcError
-from runtime.container import DEFAULT_DATA, IMAGE_ANNOTATION, NETWORK_ANNOTATION
+from paths import BENCH_STATE_DIR, RUNTIME_DATA
+from runtime.container import IMAGE_ANNOTATION, NETWORK_ANNOTATION
 from runtime.linux import MNT_DETACH, Linux
 
-STATE_ROOT = Path("/run/vmvc-bench")
 BUNDLES = "bundles"
 CLI_TIMEOUT = 60.0
 MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
@@ -158,11 +158,11 @@ class OciCliBackend(Backend):
         return shutil.which(self.name)
 
     def command(self) -> list[str]:
-        return [self.binary() or self.name, "--root", str(STATE_ROOT / self.name)]
+        return [self.binary() or self.name, "--root", str(BENCH_STATE_DIR / self.name)]
 
     def layers(self) -> list[Path]:
         if self._layers is None:
-            self._layers = image_layers(self.context.oci_layout, Path(DEFAULT_DATA, "layers"))
+            self._layers = image_layers(self.context.oci_layout, Path(RUNTIME_DATA, "layers"))
         return self._layers
 
     def unavailable(self) -> str | None:

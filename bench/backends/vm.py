@@ -74,7 +74,7 @@ class VmBackend(Backend):
     def config(self) -> VmConfig:
         c = self.context
         return VmConfig(kernel=c.kernel, initramfs=c.initramfs, disk=c.disk,
-                        vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib)
+                        vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib, accelerator=c.accelerator)
 
     def memory_bound_bytes(self) -> int | None:
         """The guest's RAM (it may touch all of it) and QEMU's own share beside it. Under TCG

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from bench.errors import VmvcError
-from bench.fs_cleanup import remove_tree
-from bench.image import cache
-from bench.image.build import PROFILES, build_image, cached_images, superseded_images
-from bench.progress import StepProgress
+from image import cache
+from image.build import PROFILES, build_image, cached_images, superseded_images
+from image.fs_cleanup import remove_tree
+from image.progress import StepProgress
+from paths import image_cache_dir
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -58,7 +59,7 @@ def run_build(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     entries = cached_images(args.cache_dir)
     if not entries:
-        where = args.cache_dir or cache.default_cache_dir()
+        where = args.cache_dir or image_cache_dir()
         raise VmvcError(f"no image in {where}: run vmvc image build")
     bad = 0
     for entry in entries:
@@ -69,7 +70,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    cache_dir = args.cache_dir or cache.default_cache_dir()
+    cache_dir = args.cache_dir or image_cache_dir()
     if not cache_dir.is_dir():
         raise VmvcError(f"no image cache at {cache_dir}")
     freed = 0

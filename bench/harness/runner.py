@@ -24,7 +24,6 @@ from bench.backends import BACKENDS, Backend, BackendContext, Limits, make_backe
 from bench.backends.base import defer_signals
 from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
-from bench.external import DIE_WITH_VMVC
 from bench.harness import inprocess
 from bench.harness.metadata import benchmark_metadata
 from bench.harness.plan import SUITES, Suite, Task, build_plan, density_steps, suite_with
@@ -33,11 +32,12 @@ from bench.harness.rundir import FORMAT, RunDir
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.workloads import Workload, load_workloads
+from image.external import DIE_WITH_VMVC
+from paths import BENCH_WORKDIR
 from runtime.storage import private_dir
 from vmdriver.vm import PHASES
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
-BENCH_WORKDIR = Path(os.environ.get("VMVC_BENCH_DIR", "/var/lib/vmvc/bench"))
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
 
 
@@ -104,21 +104,21 @@ class Harness:
 
     # -- set-up -----------------------------------------------------------------------
     def prepare(self, progress: RunProgress) -> None:
-        from bench.image.build import build_image
+        from image.build import build_image
 
         s = self.settings
         packages = sorted({p for w in s.workloads for p in self.workloads[w].packages})
         with progress.step(f"image ({s.image})"):
             image = build_image(s.image, extra_packages=packages if s.image == "full" else None)
+        with progress.step("host checks"):
+            verdict, checks = run_checks()
+        self.accelerator = verdict.accelerator  # decided once here; every VM boots under it
         private_dir(BENCH_WORKDIR)  # instances' upper dirs, overlays: see runtime.storage
         self.context = BackendContext(
             oci_layout=image.oci_layout, disk=image.disk, kernel=image.kernel,
             initramfs=image.initramfs, workdir=BENCH_WORKDIR,
             limits=Limits(cpus=s.cpus, memory_mib=s.memory_mib),
-            vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus)
-        with progress.step("host checks"):
-            verdict, checks = run_checks()
-        self.accelerator = verdict.accelerator
+            vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus, accelerator=verdict.accelerator)
         previous = self.manifest
         if previous:  # resuming: the rest must be measured under what the start was
             before = (previous.get("image", {}).get("digest"),

@@ -66,7 +66,7 @@ def main() -> None:
     context = BackendContext(
         **{k: Path(fields[k]) for k in ("oci_layout", "disk", "kernel", "initramfs", "workdir")},
         limits=Limits(**fields["limits"]), vm_memory_mib=fields["vm_memory_mib"],
-        vm_vcpus=fields["vm_vcpus"])
+        vm_vcpus=fields["vm_vcpus"], accelerator=fields["accelerator"])
     backend = make_backend(task["backend"], context)
     metadata = task["metadata"]
     instance: Instance | None = None

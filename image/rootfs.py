@@ -9,12 +9,12 @@ import re
 import tempfile
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.external import require_tool, run_streaming, run_tool
-from bench.fs_cleanup import remove_tree
-from bench.image.debian_archive import AptSource
-from bench.image.initramfs import guest_source
-from bench.progress import StepProgress
+from image.debian_archive import AptSource
+from image.errors import ImageError
+from image.external import require_tool, run_streaming, run_tool
+from image.fs_cleanup import remove_tree
+from image.initramfs import guest_source
+from image.progress import StepProgress
 
 WORKLOAD_PACKAGES = (
     "busybox", "sysbench", "fio", "stress-ng", "iperf3", "redis-server", "redis-tools",
@@ -114,5 +114,5 @@ def installed_versions(rootfs: Path) -> dict[str, str]:
         if name and version and "install ok installed" in stanza:
             versions[name.group(1)] = version.group(1)
     if not versions:
-        raise VmvcError(f"{status} lists no installed package")
+        raise ImageError(f"{status} lists no installed package")
     return versions

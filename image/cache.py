@@ -19,20 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.fs_cleanup import remove_tree
+from image.errors import ImageError
+from image.fs_cleanup import remove_tree
+from paths import image_scratch_dir
 
 MANIFEST = "artifacts.json"
 CHUNK = 1 << 20
 _ZERO = bytes(CHUNK)
-
-
-def default_cache_dir() -> Path:
-    """``$VMVC_CACHE_DIR``, else ``$XDG_CACHE_HOME/vmvc``, else ``~/.cache/vmvc``."""
-    if os.environ.get("VMVC_CACHE_DIR"):
-        return Path(os.environ["VMVC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vmvc"
 
 
 def ensure_writable(cache_dir: Path) -> None:
@@ -42,7 +35,7 @@ def ensure_writable(cache_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise VmvcError(f"cache dir {cache_dir} is not writable: {exc.strerror}") from exc
+        raise ImageError(f"cache dir {cache_dir} is not writable: {exc.strerror}") from exc
 
 
 def content_hash(path: Path) -> str:
@@ -118,7 +111,7 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
 
 def scratch_dir(cache_dir: Path, name: str) -> Path:
     """A fresh build directory ``tmp/<name>.<pid>`` on the cache's file system."""
-    tmp = cache_dir / "tmp"
+    tmp = image_scratch_dir(cache_dir)
     tmp.mkdir(exist_ok=True)
     path = tmp / f"{name}.{os.getpid()}"
     remove_tree(path)
@@ -129,7 +122,7 @@ def scratch_dir(cache_dir: Path, name: str) -> Path:
 def remove_stale_scratch(cache_dir: Path) -> list[Path]:
     """Remove build directories whose builder process is gone; return them."""
     removed = []
-    for path in (cache_dir / "tmp").glob("*.*"):
+    for path in image_scratch_dir(cache_dir).glob("*.*"):
         pid = path.suffix.lstrip(".")
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             remove_tree(path)

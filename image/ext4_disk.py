@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from bench.external import require_tool, run_tool
+from image.external import require_tool, run_tool
 
 LABEL = "vmvc-root"
 

@@ -46,8 +46,8 @@ class CpioWriter:
 
 
 def guest_source(name: str) -> bytes:
-    """A file of the suite's guest sources (bench/image/guest/)."""
-    return resources.files("bench.image").joinpath("guest", name).read_bytes()
+    """A file of the suite's guest sources (image/guest/)."""
+    return resources.files("image").joinpath("guest", name).read_bytes()
 
 
 def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], out: Path) -> None:

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.external import require_tool, run_tool
+from image.errors import ImageError
+from image.external import require_tool, run_tool
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 
@@ -42,7 +42,7 @@ def kernel_image_package(resolved: dict[str, str]) -> str:
     that installing the meta package resolves to."""
     images = [name for name in resolved if re.fullmatch(r"linux-image-\d\S*-cloud-amd64", name)]
     if len(images) != 1:
-        raise VmvcError(f"{KERNEL_META_PACKAGE} resolves to {len(images)} kernel images: "
+        raise ImageError(f"{KERNEL_META_PACKAGE} resolves to {len(images)} kernel images: "
                         f"{', '.join(images) or 'none'}")
     return images[0]
 
@@ -63,14 +63,14 @@ def module_load_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
         if path in order:
             return
         if path in trail:
-            raise VmvcError(f"modules.dep has a dependency cycle through {path}")
+            raise ImageError(f"modules.dep has a dependency cycle through {path}")
         for dep in deps.get(path, []):
             visit(dep, (*trail, path))
         order.append(path)
 
     for name in wanted:
         if name not in by_name:
-            raise VmvcError(f"guest kernel has no module {name}")
+            raise ImageError(f"guest kernel has no module {name}")
         visit(by_name[name], ())
     return order
 
@@ -80,7 +80,7 @@ def _read_module(path: Path) -> bytes:
         return lzma.decompress(path.read_bytes())
     if path.suffix == ".ko":
         return path.read_bytes()
-    raise VmvcError(f"guest kernel module {path.name}: unsupported compression")
+    raise ImageError(f"guest kernel module {path.name}: unsupported compression")
 
 
 def extract_kernel(deb: Path, package: str, scratch: Path, out_vmlinuz: Path) -> GuestKernel:
@@ -92,7 +92,7 @@ def extract_kernel(deb: Path, package: str, scratch: Path, out_vmlinuz: Path) ->
     vmlinuz = scratch / "boot" / f"vmlinuz-{version}"
     moddir = scratch / "lib" / "modules" / version
     if not vmlinuz.is_file() or not moddir.is_dir():
-        raise VmvcError(f"{deb.name} holds no vmlinuz-{version} and modules")
+        raise ImageError(f"{deb.name} holds no vmlinuz-{version} and modules")
     run_tool(["depmod", "-b", scratch, version], "depmod of the guest kernel")
     order = module_load_order((moddir / "modules.dep").read_text(), GUEST_MODULES)
     shutil.copyfile(vmlinuz, out_vmlinuz)

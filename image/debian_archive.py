@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.external import require_tool, run_tool
+from image.errors import ImageError
+from image.external import require_tool, run_tool
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -128,7 +128,7 @@ class PrivateApt:
         """
         require_tool("apt-get", "apt")
         if not KEYRING.exists():
-            raise VmvcError(f"{KEYRING} missing: install debian-archive-keyring (make setup)")
+            raise ImageError(f"{KEYRING} missing: install debian-archive-keyring (make setup)")
         self._prepare()
         stamp = self.dir / "updated"
         if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age:
@@ -142,7 +142,7 @@ class PrivateApt:
             if stamp.exists() and any((self.dir / "lists").glob("*Packages*")):
                 return f"cannot reach the Debian mirror {uris}; using the package lists of " \
                        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(stamp.stat().st_mtime))}"
-            raise VmvcError(f"cannot reach the Debian mirror {uris}: {detail}")
+            raise ImageError(f"cannot reach the Debian mirror {uris}: {detail}")
         stamp.touch()
         return None
 
@@ -179,7 +179,7 @@ class PrivateApt:
                        "resolving packages")
         found = dict(re.findall(r"^Inst (\S+) \((\S+)", out, re.M))
         if not found:
-            raise VmvcError(f"resolving packages {' '.join(wanted)} gave nothing to install")
+            raise ImageError(f"resolving packages {' '.join(wanted)} gave nothing to install")
         memo.parent.mkdir(exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(found))
@@ -192,7 +192,7 @@ class PrivateApt:
         unknown = [p for p in packages if not re.search(
             rf"^{re.escape(p)}:\n\s+Installed: \S+\n\s+Candidate: (?!\(none\))", out, re.M)]
         if unknown:
-            raise VmvcError(f"unknown package: {', '.join(unknown)} (not in {self.sources[0].uri}"
+            raise ImageError(f"unknown package: {', '.join(unknown)} (not in {self.sources[0].uri}"
                             f" {self.sources[0].suite})")
 
     def download(self, package: str, version: str) -> Path:
@@ -204,4 +204,4 @@ class PrivateApt:
                  f"downloading {package}", cwd=self.debs_dir, space_check=self.debs_dir)
         for fetched in self.debs_dir.glob(name + "*.deb"):
             return fetched
-        raise VmvcError(f"downloading {package}: apt-get reported success but no .deb appeared")
+        raise ImageError(f"downloading {package}: apt-get reported success but no .deb appeared")

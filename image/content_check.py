@@ -12,9 +12,9 @@ import os
 import re
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.external import require_tool, run_tool
-from bench.image.digest import RECORD_DIR, rootfs_digest
+from image.digest import RECORD_DIR, rootfs_digest
+from image.errors import ImageError
+from image.external import require_tool, run_tool
 from runtime.errors import ContainerError
 from runtime.oci_image import read_manifest, unpack_layers
 
@@ -26,10 +26,10 @@ def digest_of_oci_layout(layout: Path, scratch: Path) -> str:
     try:
         manifest = read_manifest(layout)
         if len(manifest.layers) != 1:
-            raise VmvcError(f"{layout}: {len(manifest.layers)} layers; vmvc images have one")
+            raise ImageError(f"{layout}: {len(manifest.layers)} layers; vmvc images have one")
         (lower,) = unpack_layers(manifest, scratch)
     except ContainerError as exc:
-        raise VmvcError(str(exc)) from exc
+        raise ImageError(str(exc)) from exc
     return rootfs_digest(lower).digest
 
 
@@ -78,4 +78,4 @@ def recorded_digest_of_ext4(disk: Path) -> str:
     try:
         return json.loads(text)["digest"]
     except (ValueError, KeyError) as exc:
-        raise VmvcError(f"{disk} holds no readable /{RECORD_DIR}/rootfs.json") from exc
+        raise ImageError(f"{disk} holds no readable /{RECORD_DIR}/rootfs.json") from exc

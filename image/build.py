@@ -17,16 +17,17 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from bench.errors import VmvcError
-from bench.fs_cleanup import remove_tree
-from bench.image import cache
-from bench.image.debian_archive import PrivateApt, debian_sources
-from bench.image.digest import RECORD_DIR, rootfs_digest
-from bench.image.ext4_disk import disk_size, make_ext4
-from bench.image.guest_kernel import KERNEL_META_PACKAGE, extract_kernel, kernel_image_package
-from bench.image.initramfs import build_initramfs
-from bench.image.oci_layout import write_oci_layout
-from bench.image.rootfs import (
+from image import cache
+from image.debian_archive import PrivateApt, debian_sources
+from image.digest import RECORD_DIR, rootfs_digest
+from image.errors import ImageError
+from image.ext4_disk import disk_size, make_ext4
+from image.fs_cleanup import remove_tree
+from image.guest_kernel import KERNEL_META_PACKAGE, extract_kernel, kernel_image_package
+from image.initramfs import build_initramfs
+from image.oci_layout import write_oci_layout
+from image.progress import StepProgress
+from image.rootfs import (
     WORKLOAD_PACKAGES,
     build_busybox_rootfs,
     build_debian_rootfs,
@@ -34,7 +35,7 @@ from bench.image.rootfs import (
     install_guest_files,
     installed_versions,
 )
-from bench.progress import StepProgress
+from paths import image_cache_dir
 
 SUITE = "bookworm"
 PROFILES = ("full", "tiny")
@@ -79,7 +80,7 @@ class ImageArtifacts:
 def builder_sources_hash() -> str:
     """SHA-256 of the image builder's own code and guest files: they shape every artifact."""
     h = hashlib.sha256()
-    package = resources.files("bench.image")
+    package = resources.files("image")
     for item in sorted(package.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".py"):
             h.update(item.name.encode() + b"\0" + item.read_bytes())
@@ -115,14 +116,14 @@ def build_image(
 ) -> ImageArtifacts:
     """Return the image for these inputs, from the cache when a valid entry exists."""
     if profile not in PROFILES:
-        raise VmvcError(f"unknown image profile {profile!r} (choose from {', '.join(PROFILES)})")
+        raise ImageError(f"unknown image profile {profile!r} (choose from {', '.join(PROFILES)})")
     progress = progress or StepProgress(quiet=True)
-    cache_dir = cache_dir or cache.default_cache_dir()
+    cache_dir = cache_dir or image_cache_dir()
     cache.ensure_writable(cache_dir)
     base = WORKLOAD_PACKAGES if profile == "full" else ()
     packages = sorted(set(base) | set(extra_packages or ()))
     if profile == "tiny" and packages:
-        raise VmvcError("the tiny image is busybox only: extra packages need --profile full")
+        raise ImageError("the tiny image is busybox only: extra packages need --profile full")
     apt = PrivateApt(cache_dir / "apt", debian_sources(SUITE, mirror), cache_dir / "debs")
     with cache.cache_lock(cache_dir):
         cache.remove_stale_scratch(cache_dir)
@@ -172,7 +173,7 @@ def _build_entry(apt: PrivateApt, inputs: dict, cache_dir: Path, name: str, entr
             detail = f"no space left on device in {cache_dir}"
         else:
             detail = f"{exc.strerror or exc}: {exc.filename or ''}"
-        raise VmvcError(f"building image {name}: {detail}") from exc
+        raise ImageError(f"building image {name}: {detail}") from exc
     except BaseException:
         remove_tree(scratch)
         raise
@@ -187,7 +188,7 @@ def check_versions(resolved: dict[str, str], installed: dict[str, str]) -> None:
                     for p in resolved.keys() | installed.keys()
                     if resolved.get(p) != installed.get(p))
     if differ:
-        raise VmvcError(f"the image holds other packages than resolved ({', '.join(differ[:5])}"
+        raise ImageError(f"the image holds other packages than resolved ({', '.join(differ[:5])}"
                         f"{', …' if len(differ) > 5 else ''}); the mirror changed meanwhile? "
                         "run the build again")
 
@@ -245,7 +246,7 @@ def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress
 
 def cached_images(cache_dir: Path | None = None) -> list[Path]:
     """Committed entries in the cache, newest first."""
-    images = (cache_dir or cache.default_cache_dir()) / "images"
+    images = (cache_dir or image_cache_dir()) / "images"
     if not images.is_dir():
         return []
     entries = [p for p in images.iterdir() if (p / cache.MANIFEST).exists()]

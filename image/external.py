@@ -1,6 +1,6 @@
 """Running the external tools the suite builds on (mmdebstrap, apt, mkfs.ext4, tar, QEMU).
 
-One place turns a failed tool into a one-line :class:`VmvcError` that names the step and
+One place turns a failed tool into a one-line :class:`ImageError` that names the step and
 quotes the tool's own last words, so every caller reports failures the same way.
 """
 
@@ -13,18 +13,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.errors import VmvcError
+from image.errors import ImageError
 
 DIE_WITH_VMVC = ("setpriv", "--pdeathsig", "TERM", "--")
 """Prefix for every tool: SIGTERM when vmvc dies, even by SIGKILL. A killed build must not
-leave mmdebstrap writing into a scratch dir the next build removes (on SIGTERM it stops)."""
+leave mmdebstrap writing into a scratch dir the next build removes (on SIGTERM it stops).
+The harness prefixes its pyperf workers with it too: one definition, here at the bottom."""
 
 
 def require_tool(name: str, package: str) -> str:
     """Return the path of *name* or fail with the Debian package that provides it."""
     path = shutil.which(name)
     if path is None:
-        raise VmvcError(f"{name} not found: install the Debian package {package} (make setup)")
+        raise ImageError(f"{name} not found: install the Debian package {package} (make setup)")
     return path
 
 
@@ -65,20 +66,20 @@ def run_tool(
             check=False,
         )
     except FileNotFoundError as exc:
-        raise VmvcError(f"{step}: {argv[0]} not found") from exc
+        raise ImageError(f"{step}: {argv[0]} not found") from exc
     except subprocess.TimeoutExpired as exc:
-        raise VmvcError(f"{step}: {argv[0]} timed out after {timeout:.0f} s") from exc
+        raise ImageError(f"{step}: {argv[0]} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
         raise _failure(step, proc.stderr or proc.stdout, space_check)
     return proc.stdout
 
 
-def _failure(step: str, output: str, space_check: Path | None) -> VmvcError:
+def _failure(step: str, output: str, space_check: Path | None) -> ImageError:
     """One line: the step and the tool's telling line, or a full disk said plainly."""
     detail = last_error_line(output)
     if space_check is not None and (is_full(space_check) or "No space left" in output):
         detail = f"no space left on device in {space_check}"
-    return VmvcError(f"{step} failed: {detail}")
+    return ImageError(f"{step} failed: {detail}")
 
 
 def is_full(directory: Path, reserve: int = 4 << 20) -> bool:
@@ -103,7 +104,7 @@ def run_streaming(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
         )
     except FileNotFoundError as exc:
-        raise VmvcError(f"{step}: {argv[0]} not found") from exc
+        raise ImageError(f"{step}: {argv[0]} not found") from exc
     tail: deque[str] = deque(maxlen=40)
     assert proc.stdout is not None
     try:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The rootfs content digest of bench/image/digest.py, computed inside a guest with busybox
+# The rootfs content digest of image/digest.py, computed inside a guest with busybox
 # alone: the proof that the VM runs the bits the container runs. Prints "sha256:<hex>".
 # The root is bind-mounted (not recursively) so mounts on top of it do not count.
 set -e

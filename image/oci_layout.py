@@ -12,7 +12,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.external import require_tool, run_tool
+from image.external import require_tool, run_tool
 
 DIGEST_ANNOTATION = "org.vmvc.rootfs.digest"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
