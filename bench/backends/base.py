@@ -125,7 +125,11 @@ class Backend(ABC):
     startup_definition = ""
     ready_definition = ""
     memory_definition = ""
+    # What the backend can do; metrics ask these, never the backend's name:
     bridge = False  # can start instances on the suite's bridge, reachable from the host
+    ready = True  # can time a running process's first line (startup:ready)
+    expensive = False  # an instance is a boot: fixed counts in process, not pyperf's workers
+    boot_phases = False  # its instances report boot phases (``instance.phases``)
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
