@@ -156,8 +156,8 @@ class Harness:
             backend = make_backend(name, self.context)
             failed = failures_for(checks, [name])
             reason = "; ".join(f"{c.name}: {c.detail}" for c in failed) or backend.unavailable()
-            if name == "vm" and s.image == "tiny" and reason is None:
-                reason = "the tiny image has no guest agent: the VM backend needs --image full"
+            if backend.needs_full_image and s.image == "tiny" and reason is None:
+                reason = f"the tiny image has no guest agent: {name} needs --image full"
             self.manifest["backends"][name] = {
                 "status": "skipped" if reason else "ok", "kind": backend.kind,
                 **({"reason": reason} if reason else {})}
@@ -268,8 +268,7 @@ class Harness:
     def _pyperf_task(self, task: Task, counts: Counts, meta: dict) -> pyperf.Benchmark:
         """pyperf's Runner in a subprocess (its own worker processes below it)."""
         assert self.context is not None
-        context = {k: str(v) if isinstance(v, Path) else v
-                   for k, v in asdict(self.context).items()}
+        context = self.context.as_json()
         spec = {"name": task.name, "metric": task.metric, "workload": task.workload,
                 "backend": task.backend, "suite": self.settings.suite,
                 "settle": self.suite.settle_seconds, "context": context, "metadata": meta}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyperf
 
-from bench.backends import BackendContext, Limits, make_backend
+from bench.backends import BackendContext, make_backend
 from bench.backends.base import Instance, defer_signals
 from bench.metrics import METRICS
 
@@ -61,11 +61,7 @@ def main() -> None:
     runner.argparser.add_argument("--task", required=True, help="the task, as JSON")
     args = runner.parse_args()
     task = json.loads(args.task)
-    fields = task["context"]
-    context = BackendContext(
-        **{k: Path(fields[k]) for k in ("oci_layout", "disk", "kernel", "initramfs", "workdir")},
-        limits=Limits(**fields["limits"]), vm_memory_mib=fields["vm_memory_mib"],
-        vm_vcpus=fields["vm_vcpus"])
+    context = BackendContext.from_json(task["context"])
     backend = make_backend(task["backend"], context)
     made: list[Instance] = []
     try:
