@@ -12,7 +12,8 @@ import pytest
 from bench.backends import BackendContext, make_backend
 from bench.backends.base import Limits
 from bench.errors import VmvcError
-from bench.harness import inprocess, measure
+from bench.harness import measure
+from bench.metrics import density as density_metric
 from paths import BENCH_WORKDIR
 from runtime.container import DEFAULT_ROOT
 
@@ -62,11 +63,11 @@ def containers() -> set[str]:
 def test_density_stops_at_the_hosts_free_memory(context: BackendContext) -> None:
     """A memory limit of just under half the free memory: N=1 fits, N=2 would not, so the
     density run stops there, says why in its metadata, and leaves no container behind."""
-    available = measure.host_available_bytes() - inprocess.HOST_RESERVE_BYTES
+    available = measure.host_available_bytes() - density_metric.HOST_RESERVE_BYTES
     limits = Limits(memory_mib=int(available * 0.6) >> 20)
     backend = make_backend("builtin", dataclasses.replace(context, limits=limits))
     before = containers()
-    benchmark = inprocess.density(backend, [1, 2, 4], 0.0, {"name": "density:idle:builtin"})
+    benchmark = density_metric.density(backend, [1, 2, 4], 0.0, {"name": "density:idle:builtin"})
     runs = benchmark.get_runs()
     assert [r.get_metadata()["vmvc_instances"] for r in runs] == [1]
     assert containers() == before
@@ -77,14 +78,14 @@ def test_density_refuses_a_first_step_that_cannot_fit(context: BackendContext) -
     limits = Limits(memory_mib=(measure.host_available_bytes() >> 20) + 1)
     backend = make_backend("builtin", dataclasses.replace(context, limits=limits))
     with pytest.raises(VmvcError, match=r"^density: N=1 not run: 1 x \d+ MiB") as caught:
-        inprocess.density(backend, [1, 2], 0.0, {"name": "density:idle:builtin"})
+        density_metric.density(backend, [1, 2], 0.0, {"name": "density:idle:builtin"})
     assert "\n" not in str(caught.value)
 
 
 def test_only_bounded_instances_are_refused() -> None:
     gib = 1 << 30
-    assert inprocess.step_refused(32, None, gib) is None  # idle containers, bare: KiB each
-    assert inprocess.step_refused(4, gib, 5 * gib) is None  # 4 GiB + the 1 GiB reserve
-    assert inprocess.step_refused(5, gib, 5 * gib) == \
+    assert density_metric.step_refused(32, None, gib) is None  # idle containers, bare: KiB
+    assert density_metric.step_refused(4, gib, 5 * gib) is None  # 4 GiB + the 1 GiB reserve
+    assert density_metric.step_refused(5, gib, 5 * gib) == \
         "N=5 not run: 5 x 1024 MiB (what one instance may take) + 1 GiB for the host " \
         "> 5.0 GiB available"

@@ -22,11 +22,13 @@ from bench.harness.rundir import FORMAT
 from tests.conftest import CONTAINERS, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
-NAME = re.compile(r"^(startup|boot-phase|memory|density|cost):[a-z0-9_-]+:"
+NAME = re.compile(r"^(startup|boot-phase|memory|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
                   r"(bare|builtin|builtin-cli|runc|crun|vm)$")
 def expected_names(backends: list[str], workloads: list[str], density: int = 0) -> set[str]:
     suite = dataclasses.replace(SUITES["quick"], density_max=density)
     names = {t.name for t in build_plan(backends, workloads, suite, 1)}
+    names |= {f"burst:{t.workload}.each:{t.backend}"  # each instance's own start time
+              for t in build_plan(backends, workloads, suite, 1) if t.metric == "burst"}
     if "vm" in backends:
         names |= {"memory:idle:vm"} | {f"boot-phase:{p}:vm" for p in
                                        ("qemu_started", "kernel_started", "init_started",

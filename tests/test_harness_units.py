@@ -10,10 +10,11 @@ import pytest
 
 from bench.backends.base import ExecOutcome, Instance
 from bench.harness import measure
-from bench.harness.inprocess import fit_line
-from bench.harness.plan import SUITES, build_plan, density_steps
+from bench.harness.plan import SUITES, build_plan
 from bench.harness.runner import failure_line
 from bench.harness.summary import cost_ratios
+from bench.metrics.density import fit_line
+from bench.metrics.density import steps as density_steps
 from bench.workloads import load_workloads
 from reports.compare import compare
 

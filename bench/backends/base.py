@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.errors import VmvcError
@@ -50,6 +50,20 @@ class BackendContext:
     vm_memory_mib: int = 512
     vm_vcpus: int = 1
     accelerator: str = "auto"  # kvm or tcg: the run's host checks decided; auto: vmdriver probes
+
+    PATHS = ("oci_layout", "disk", "kernel", "initramfs", "workdir")
+
+    def as_json(self) -> dict:
+        """For a process of the harness's (a pyperf worker, a burst starter)."""
+        return {**{k: str(getattr(self, k)) for k in self.PATHS},
+                "limits": asdict(self.limits), "vm_memory_mib": self.vm_memory_mib,
+                "vm_vcpus": self.vm_vcpus, "accelerator": self.accelerator}
+
+    @classmethod
+    def from_json(cls, fields: dict) -> BackendContext:
+        return cls(**{k: Path(fields[k]) for k in cls.PATHS}, limits=Limits(**fields["limits"]),
+                   vm_memory_mib=fields["vm_memory_mib"], vm_vcpus=fields["vm_vcpus"],
+                   accelerator=fields["accelerator"])
 
     def private_workdir(self) -> Path:
         """The work dir, 0700 whatever it was: instances leave setuid files and device
@@ -126,7 +140,12 @@ class Backend(ABC):
     startup_definition = ""
     ready_definition = ""
     memory_definition = ""
+    # What the backend can do; metrics ask these, never the backend's name:
     bridge = False  # can start instances on the suite's bridge, reachable from the host
+    ready = True  # can time a running process's first line (startup:ready)
+    expensive = False  # an instance is a boot: fixed counts in process, not pyperf's workers
+    boot_phases = False  # its instances report boot phases (``instance.phases``)
+    needs_full_image = False  # the tiny (busybox) image lacks what it needs
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -67,6 +67,10 @@ class VmBackend(Backend):
     memory_definition = MEMORY_DEFINITION
     name = "vm"
     kind = "vm"
+    ready = False  # the guest agent returns a command's output only once it exits
+    expensive = True
+    boot_phases = True
+    needs_full_image = True  # the guest agent is in the full image only
     startup_definition = ("libvirt createXML requested → the guest agent reports /bin/true "
                           "exited (vmdriver phase first_command_done); destroy untimed")
     ready_definition = ""  # the guest agent returns output only once a command exits

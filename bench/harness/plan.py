@@ -9,11 +9,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from bench.backends.base import READY
-
-METRICS = ("startup", "boot-phase", "memory", "density", "cost")
-STARTUP_WORKLOADS = {"true": ["true"], "ready": READY}
-
 
 @dataclass(frozen=True)
 class Counts:
@@ -36,6 +31,8 @@ class Suite:
     vm_cost_warmups: int
     density_max: int  # 0: no density benchmarks
     settle_seconds: float  # idle time before a memory reading
+    burst_sizes: tuple[int, ...] = ()  # N instances started at the same moment, per size
+    bursts: int = 1  # bursts per size (each gives one all-ready value, N own start times)
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -44,10 +41,10 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", startup=Counts(3, 3, 1, loops=0), memory=Counts(1, 3, 0),
                    cost=Counts(1, 2, 1), vm_boots=2, vm_cost_values=2, vm_cost_warmups=1,
-                   density_max=0, settle_seconds=1.0),
+                   density_max=0, settle_seconds=1.0, burst_sizes=(4,), bursts=2),
     "full": Suite("full", startup=Counts(20, 3, 1, loops=0), memory=Counts(3, 3, 0),
                   cost=Counts(3, 3, 1), vm_boots=10, vm_cost_values=5, vm_cost_warmups=1,
-                  density_max=32, settle_seconds=3.0),
+                  density_max=32, settle_seconds=3.0, burst_sizes=(1, 4, 16), bursts=3),
 }
 
 
@@ -80,19 +77,16 @@ class Task:
 def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: int,
                host_side: frozenset[str] = frozenset(),
                bridged: frozenset[str] = frozenset()) -> list[Task]:
-    """Every task of the run, in order. The VM has no `ready` startup (its agent returns
-    output only at exit) and its memory comes from its startup boots; workloads run from
-    the host side (*host_side*) only on backends with the suite's bridge (*bridged*)."""
-    groups: list[tuple[str, str, list[str]]] = []
-    for workload in STARTUP_WORKLOADS:
-        groups.append(("startup", workload,
-                       [b for b in backends if not (b == "vm" and workload == "ready")]))
-    groups.append(("memory", "idle", [b for b in backends if b != "vm"]))
-    if suite.density_max > 0:
-        groups.append(("density", "idle", list(backends)))
-    for workload in workloads:
-        groups.append(("cost", workload, [b for b in backends
-                                          if workload not in host_side or b in bridged]))
+    """Every task of the run, in order: each metric's groups (bench/metrics/ says which
+    workloads and backends it measures), each group's backends rotated every round.
+    Workloads in *host_side* run from the host, on the backends in *bridged* only."""
+    from bench.backends import BACKENDS
+    from bench.metrics import METRICS, PlanInputs
+
+    inputs = PlanInputs([BACKENDS[b] for b in backends], list(workloads), suite,
+                        frozenset(host_side), frozenset(bridged))
+    groups = [(metric.name, workload, members) for metric in METRICS.values()
+              for workload, members in metric.groups(inputs)]
     tasks = []
     for round_ in range(repeat):
         for metric, workload, members in groups:
@@ -102,12 +96,3 @@ def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: 
             for backend in members[shift:] + members[:shift]:
                 tasks.append(Task(metric, workload, backend, round_))
     return tasks
-
-
-def density_steps(maximum: int) -> list[int]:
-    """1, 2, 4, 8, … up to *maximum* (and *maximum* itself)."""
-    steps, n = [], 1
-    while n < maximum:
-        steps.append(n)
-        n *= 2
-    return [*steps, maximum] if maximum >= 1 else []

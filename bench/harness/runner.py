@@ -20,22 +20,19 @@ from pathlib import Path
 
 import pyperf
 
-from bench.backends import BACKENDS, Backend, BackendContext, Limits, make_backend
+from bench.backends import BACKENDS, BackendContext, Limits, make_backend
 from bench.backends.base import defer_signals
-from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
-from bench.harness import inprocess
-from bench.harness.metadata import benchmark_metadata
-from bench.harness.plan import SUITES, Suite, Task, build_plan, density_steps, suite_with
+from bench.harness.plan import SUITES, Counts, Suite, Task, build_plan, suite_with
 from bench.harness.progress import RunProgress
 from bench.harness.rundir import FORMAT, RunDir
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
+from bench.metrics import METRICS, PlanInputs, RunContext
 from bench.workloads import Workload, load_workloads
 from image.external import DIE_WITH_VMVC
 from paths import BENCH_WORKDIR
 from runtime.storage import private_dir
-from vmdriver.vm import PHASES
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
@@ -159,8 +156,8 @@ class Harness:
             backend = make_backend(name, self.context)
             failed = failures_for(checks, [name])
             reason = "; ".join(f"{c.name}: {c.detail}" for c in failed) or backend.unavailable()
-            if name == "vm" and s.image == "tiny" and reason is None:
-                reason = "the tiny image has no guest agent: the VM backend needs --image full"
+            if backend.needs_full_image and s.image == "tiny" and reason is None:
+                reason = f"the tiny image has no guest agent: {name} needs --image full"
             self.manifest["backends"][name] = {
                 "status": "skipped" if reason else "ok", "kind": backend.kind,
                 **({"reason": reason} if reason else {})}
@@ -178,10 +175,10 @@ class Harness:
             bridged = frozenset(b for b in usable if BACKENDS[b].bridge)
             tasks = build_plan(usable, self.settings.workloads, self.suite,
                                self.settings.repeat, host_side, bridged)
+            inputs = PlanInputs([BACKENDS[b] for b in usable], self.settings.workloads,
+                                self.suite, host_side, bridged)
             self.manifest["not_applicable"] = [
-                {"benchmark": f"cost:{w}:{b}", "reason": f"{b} has no network of the suite's "
-                 "own (bridge) for the host to reach"}
-                for w in sorted(host_side) for b in usable if b not in bridged]
+                item for metric in METRICS.values() for item in metric.not_applicable(inputs)]
             self.manifest["failures"] = []  # a resumed run tries its failed tasks again
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
             progress.begin(len(tasks), len(tasks) - len(todo),
@@ -247,65 +244,33 @@ class Harness:
 
     def estimate(self, task: Task) -> float:
         """Rough seconds a task takes: the progress bar's ETA weights."""
-        suite = self.suite
-        boot = 6.0 if self.accelerator == "tcg" else 2.0
-        if task.metric == "startup":
-            return suite.vm_boots * (boot + suite.settle_seconds) if task.backend == "vm" \
-                else 3.0 + suite.startup.processes * 1.2
-        if task.metric == "memory":
-            return suite.memory.processes * (1 + suite.memory.values * (suite.settle_seconds + 0.3))
-        if task.metric == "density":
-            steps = density_steps(suite.density_max)
-            return sum(n * (boot if task.backend == "vm" else 0.2) + 2 * suite.settle_seconds
-                       for n in steps)
-        seconds = float(self.workloads[task.workload].params.get("seconds", {}).get(
-            self.settings.suite, 2))  # type: ignore[arg-type]
-        if task.backend == "vm":
-            return boot + (suite.vm_cost_values + suite.vm_cost_warmups) * (seconds + 1)
-        counts = suite.cost
-        return 2 + counts.processes * (counts.values + counts.warmups) * (seconds + 0.5)
+        return METRICS[task.metric].estimate(task, BACKENDS[task.backend], self.run_context())
+
+    def run_context(self) -> RunContext:
+        return RunContext(suite=self.suite, suite_name=self.settings.suite,
+                          workloads=self.workloads, accelerator=self.accelerator,
+                          backend_context=self.context, pyperf=self._pyperf_task)
 
     # -- one task ---------------------------------------------------------------------
     def run_task(self, task: Task) -> list[pyperf.Benchmark]:
         assert self.context is not None
+        metric = METRICS[task.metric]
         backend = make_backend(task.backend, self.context)
-        workload = self.workloads.get(task.workload) if task.metric == "cost" else None
-        meta = benchmark_metadata(task, backend, workload, self.accelerator)
-        self.manifest["definitions"][task.name] = meta["vmvc_definition"]
+        run = self.run_context()
         try:
-            if isinstance(backend, VmBackend) and task.metric == "startup":
-                return self._vm_boots(task, backend)
-            if isinstance(backend, VmBackend) and task.metric == "cost":
-                assert workload is not None
-                return [inprocess.vm_cost(backend, workload, self.settings.suite,
-                                          self.suite.vm_cost_values,
-                                          self.suite.vm_cost_warmups, meta)]
-            if task.metric == "density":
-                return [inprocess.density(backend, density_steps(self.suite.density_max),
-                                          self.suite.settle_seconds, meta)]
-            return [self._pyperf_task(task, backend, meta)]
+            metadata = metric.benchmarks(task, backend, run)
+            for name, meta in metadata.items():
+                self.manifest["definitions"][name] = meta["vmvc_definition"]
+            return metric.run(task, backend, metadata, run)
         finally:
             backend.close()
 
-    def _vm_boots(self, task: Task, backend: VmBackend) -> list[pyperf.Benchmark]:
-        names = {"startup:true:vm": None, "memory:idle:vm": None,
-                 **{f"boot-phase:{p}:vm": inprocess.phase_definitions()[p] for p in PHASES}}
-        meta = {}
-        for name, definition in names.items():
-            meta[name] = benchmark_metadata(task, backend, None, self.accelerator, name=name,
-                                            definition=definition)
-            self.manifest["definitions"][name] = meta[name]["vmvc_definition"]
-        return inprocess.vm_boots(backend, self.suite.vm_boots, self.suite.settle_seconds, meta)
-
-    def _pyperf_task(self, task: Task, backend: Backend, meta: dict) -> pyperf.Benchmark:
+    def _pyperf_task(self, task: Task, counts: Counts, meta: dict) -> pyperf.Benchmark:
         """pyperf's Runner in a subprocess (its own worker processes below it)."""
         assert self.context is not None
-        counts = {"startup": self.suite.startup, "memory": self.suite.memory,
-                  "cost": self.suite.cost}[task.metric]
-        context = {k: str(v) if isinstance(v, Path) else v
-                   for k, v in asdict(self.context).items()}
+        context = self.context.as_json()
         spec = {"name": task.name, "metric": task.metric, "workload": task.workload,
-                "backend": backend.name, "suite": self.settings.suite,
+                "backend": task.backend, "suite": self.settings.suite,
                 "settle": self.suite.settle_seconds, "context": context, "metadata": meta}
         log = self.log_path(task)
         with tempfile.TemporaryDirectory(dir=self.rundir.path, prefix=".task.") as scratch:

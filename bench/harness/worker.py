@@ -3,7 +3,8 @@
 The harness runs ``python -m bench.harness.worker --task JSON <pyperf options>``; pyperf's
 Runner then spawns its worker processes (this module again, with ``--worker``), warms up,
 calibrates loops where they apply (startup), and writes one benchmark to ``-o FILE``.
-Each worker process keeps one instance for its cost values and stops it on exit.
+The metric (bench/metrics/) registers its time function; instances it keeps between
+values (cost: one per worker process) are stopped on exit.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from pathlib import Path
 
 import pyperf
 
-from bench.backends import BackendContext, Limits, make_backend
-from bench.backends.bare import BareBackend
-from bench.backends.base import Instance, defer_signals, uninterruptible
-from bench.harness import measure
-from bench.harness.plan import STARTUP_WORKLOADS
+from bench.backends import BackendContext, make_backend
+from bench.backends.base import Instance, defer_signals
+from bench.metrics import METRICS
 
 
 def _task_args(cmd: list[str], args) -> None:
@@ -62,47 +61,14 @@ def main() -> None:
     runner.argparser.add_argument("--task", required=True, help="the task, as JSON")
     args = runner.parse_args()
     task = json.loads(args.task)
-    fields = task["context"]
-    context = BackendContext(
-        **{k: Path(fields[k]) for k in ("oci_layout", "disk", "kernel", "initramfs", "workdir")},
-        limits=Limits(**fields["limits"]), vm_memory_mib=fields["vm_memory_mib"],
-        vm_vcpus=fields["vm_vcpus"], accelerator=fields["accelerator"])
+    context = BackendContext.from_json(task["context"])
     backend = make_backend(task["backend"], context)
-    metadata = task["metadata"]
-    instance: Instance | None = None
-    host: Instance | None = None
+    made: list[Instance] = []
     try:
-        if task["metric"] == "startup":
-            argv = STARTUP_WORKLOADS[task["workload"]]
-            runner.bench_time_func(task["name"], lambda loops: measure.startup(
-                backend, task["workload"], argv, loops), metadata=metadata)
-        elif task["metric"] == "memory":
-            runner.bench_time_func(task["name"], lambda loops: sum(
-                measure.idle_memory(backend, task["settle"])[0] for _ in range(loops)),
-                metadata=metadata)
-        elif task["metric"] == "cost":
-            from bench.workloads import load_workloads
-
-            workload = load_workloads()[task["workload"]]
-
-            def one(loops: int) -> float:
-                nonlocal instance, host
-                if instance is None:
-                    bridged = bool(workload.host_command)
-                    with uninterruptible():
-                        instance = backend.start(network="bridge" if bridged else "none")
-                        if bridged:  # the image's client on the host, in the host's network
-                            host = BareBackend(context).start()
-                return sum(measure.cost(instance, workload, task["suite"], host)
-                           for _ in range(loops))
-
-            runner.bench_time_func(task["name"], one, metadata=metadata)
-        else:
-            raise SystemExit(f"worker: unknown metric {task['metric']!r}")
+        METRICS[task["metric"]].bench(runner, task, backend, context, made)
     finally:
-        for made in (instance, host):
-            if made is not None:
-                made.stop()
+        for instance in made:
+            instance.stop()
         backend.close()
 
 

@@ -1,7 +1,7 @@
-"""The expensive measurements, run in the harness's own process with fixed counts instead
-of pyperf's worker processes: VM boots (each boot gives a startup value, one value per
-boot phase and an idle memory reading), workloads in a VM, and density (N instances at
-once). They still become pyperf runs and benchmarks, with the same metadata."""
+"""``density:idle:<backend>``: host memory in use with N idle instances at once, for N = 1, 2,
+4 … up to the suite's maximum, and the least-squares slope per instance. Run in the
+harness's own process (N instances at once); a step that could exhaust the host's memory is
+not started, and why is recorded."""
 
 from __future__ import annotations
 
@@ -10,59 +10,56 @@ import time
 import pyperf
 
 from bench.backends.base import Backend, Instance, uninterruptible
-from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
 from bench.harness import measure
-from bench.workloads import Workload
-from vmdriver.vm import PHASE_EVENTS, PHASES
+from bench.harness.plan import Task
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+
+DEFINITION = ("host memory in use (MemTotal - MemAvailable) with N idle instances running "
+              "(each run's value; the reading just before they started is its "
+              "vmvc_before_bytes); slope of the difference per instance by least squares")
+HOST_RESERVE_BYTES = 1 << 30  # left free for the host at every step
 
 
-def _run(values: list[float], metadata: dict, warmups: list[float] | None = None) -> pyperf.Run:
-    return pyperf.Run(values, warmups=[(1, w) for w in warmups or []],
-                      metadata={"loops": 1, **metadata})
+class Density(Metric):
+    name = "density"
+    unit, pyperf_unit, better = "bytes", "byte", "lower"
+
+    def groups(self, plan: PlanInputs) -> list[Group]:
+        if plan.suite.density_max <= 0:
+            return []
+        return [("idle", [b.name for b in plan.backends])]
+
+    def estimate(self, task: Task, backend: type[Backend], run: RunContext) -> float:
+        one = run.boot_seconds if backend.expensive else 0.2
+        return sum(n * one + 2 * run.suite.settle_seconds
+                   for n in steps(run.suite.density_max))
+
+    def definition(self, task: Task, backend: Backend, run: RunContext) -> str:
+        return DEFINITION
+
+    def run(self, task: Task, backend: Backend, metadata: dict[str, dict],
+            run: RunContext) -> list[pyperf.Benchmark]:
+        return [density(backend, steps(run.suite.density_max), run.suite.settle_seconds,
+                        metadata[task.name])]
 
 
-def vm_boots(backend: VmBackend, boots: int, settle: float,
-             metadata: dict[str, dict]) -> list[pyperf.Benchmark]:
-    """*boots* boots: ``startup:true:vm``, ``boot-phase:<phase>:vm``, ``memory:idle:vm``.
-
-    *metadata* maps each of those names to its benchmark metadata."""
-    runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
-    for _ in range(boots):
-        with uninterruptible(), backend.boot() as instance:
-            phases = instance.phases
-            time.sleep(settle)
-            memory = instance.memory()
-        values = {"startup:true:vm": phases["first_command_done"],
-                  "memory:idle:vm": float(memory.bytes),
-                  **{f"boot-phase:{p}:vm": phases[p] for p in PHASES}}
-        for name in runs:
-            value = values.get(name)
-            if value:
-                runs[name].append(_run([value], metadata[name]))
-    return [pyperf.Benchmark(r) for r in runs.values() if r]
+def steps(maximum: int) -> list[int]:
+    """1, 2, 4, 8, … up to *maximum* (and *maximum* itself)."""
+    found, n = [], 1
+    while n < maximum:
+        found.append(n)
+        n *= 2
+    return [*found, maximum] if maximum >= 1 else []
 
 
-def phase_definitions() -> dict[str, str]:
-    return dict(PHASE_EVENTS)
-
-
-def vm_cost(backend: VmBackend, workload: Workload, suite: str, values: int, warmups: int,
-            metadata: dict) -> pyperf.Benchmark:
-    """One VM booted for the workload; warm-ups then values, each a fresh run of it."""
-    with uninterruptible(), backend.boot() as instance:
-        warm = [measure.cost(instance, workload, suite) for _ in range(warmups)]
-        figures = [measure.cost(instance, workload, suite) for _ in range(values)]
-    return pyperf.Benchmark([_run(figures, metadata, warm)])
-
-
-def density(backend: Backend, steps: list[int], settle: float,
+def density(backend: Backend, counts: list[int], settle: float,
             metadata: dict) -> pyperf.Benchmark:
     """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
-    without them, for each N; the least-squares slope per instance is the overhead."""
+    without them, for each N in *counts*; the least-squares slope per instance."""
     readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
     capped: dict[str, str] = {}
-    for n in steps:
+    for n in counts:
         instances: list[Instance] = []
         with uninterruptible():  # a signal waits for this step's instances to be stopped
             try:
@@ -85,12 +82,10 @@ def density(backend: Backend, steps: list[int], settle: float,
     # below zero when the host reclaims caches meanwhile); the one before is in the metadata
     slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])
     fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept, **capped}
-    return pyperf.Benchmark([_run([float(after)], {**metadata, **fitted, "vmvc_instances": n,
-                                                   "vmvc_before_bytes": before})
+    return pyperf.Benchmark([pyperf_run([float(after)], {**metadata, **fitted,
+                                                         "vmvc_instances": n,
+                                                         "vmvc_before_bytes": before})
                              for n, before, after in readings])
-
-
-HOST_RESERVE_BYTES = 1 << 30  # left free for the host at every density step
 
 
 def step_refused(n: int, bound: int | None, available: int) -> str | None:
@@ -125,3 +120,6 @@ def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / \
         sum((x - mean_x) ** 2 for x in xs)
     return slope, mean_y - slope * mean_x
+
+
+DENSITY = Density()

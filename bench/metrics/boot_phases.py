@@ -1,0 +1,65 @@
+"""``boot-phase:<phase>:<backend>``: where a VM's start goes (QEMU started, kernel, init,
+agent, first command), from the backends whose instances boot (``Backend.boot_phases``).
+It plans no task of its own: each boot of the startup task gives the startup value, one
+value per phase and an idle memory reading, run with fixed counts in the harness's own
+process (a boot is too long for pyperf's calibration)."""
+
+from __future__ import annotations
+
+import time
+
+import pyperf
+
+from bench.backends.base import Backend, uninterruptible
+from bench.harness.plan import Task
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+from vmdriver.vm import PHASE_EVENTS, PHASES
+
+FIRST_COMMAND = "first_command_done"  # the phase that is the VM's startup figure
+
+
+class BootPhases(Metric):
+    name = "boot-phase"
+
+    def groups(self, plan: PlanInputs) -> list[Group]:
+        return []  # measured by the startup task's boots
+
+    def estimate(self, task: Task, backend: type[Backend], run: RunContext) -> float:
+        return 0.0
+
+    def definition(self, task: Task, backend: Backend, run: RunContext) -> str:
+        return dict(PHASE_EVENTS)[task.workload]
+
+    def boot_benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
+        """The startup task's benchmarks on a booting backend: startup, memory, phases."""
+        from bench.metrics.memory import MEMORY
+        from bench.metrics.startup import STARTUP
+
+        memory = Task("memory", "idle", backend.name, task.round)
+        found = {task.name: STARTUP.metadata(task, backend, run),
+                 memory.name: MEMORY.metadata(memory, backend, run)}
+        for phase in PHASES:
+            own = Task(self.name, phase, backend.name, task.round)
+            found[own.name] = self.metadata(own, backend, run)
+        return found
+
+    def boots(self, backend: Backend, run: RunContext,
+              metadata: dict[str, dict]) -> list[pyperf.Benchmark]:
+        """``vm_boots`` boots, each giving a value to every benchmark in *metadata*."""
+        runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
+        for _ in range(run.suite.vm_boots):
+            with uninterruptible(), backend.boot() as instance:
+                phases = instance.phases
+                time.sleep(run.suite.settle_seconds)
+                memory = instance.memory()
+            values = {f"startup:true:{backend.name}": phases[FIRST_COMMAND],
+                      f"memory:idle:{backend.name}": float(memory.bytes),
+                      **{f"{self.name}:{p}:{backend.name}": phases[p] for p in PHASES}}
+            for name in runs:
+                value = values.get(name)
+                if value:
+                    runs[name].append(pyperf_run([value], metadata[name]))
+        return [pyperf.Benchmark(r) for r in runs.values() if r]
+
+
+BOOT_PHASES = BootPhases()

@@ -1,0 +1,58 @@
+"""Metrics as classes (bench/metrics/): their plan rules ask backends' capabilities, and the
+burst metric, for real: N instances released at one moment, every one stopped after."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.backends import BACKENDS, BackendContext
+from bench.errors import VmvcError
+from bench.harness.plan import SUITES, build_plan
+from bench.metrics import METRICS, PlanInputs
+from bench.metrics.burst import burst
+from paths import BENCH_WORKDIR
+
+
+def test_every_metric_plans_by_capability_not_by_name() -> None:
+    plan = PlanInputs([BACKENDS[b] for b in ("bare", "builtin", "vm")], ["cpu", "net-bridge"],
+                      SUITES["quick"], frozenset({"net-bridge"}), frozenset({"bare", "builtin"}))
+    groups = {m.name: m.groups(plan) for m in METRICS.values()}
+    assert groups["startup"] == [("true", ["bare", "builtin", "vm"]),
+                                 ("ready", ["bare", "builtin"])]  # vm: ready = False
+    assert groups["memory"] == [("idle", ["bare", "builtin"])]  # vm: from its boots
+    assert groups["boot-phase"] == []
+    assert groups["burst"] == [("x4", ["bare", "builtin", "vm"])]
+    assert groups["cost"] == [("cpu", ["bare", "builtin", "vm"]),
+                              ("net-bridge", ["bare", "builtin"])]
+    assert [n["benchmark"] for n in METRICS["cost"].not_applicable(plan)] == \
+        ["cost:net-bridge:vm"]
+
+
+def test_the_full_suite_bursts_1_4_16() -> None:
+    names = [t.name for t in build_plan(["crun"], [], SUITES["full"], 1) if t.metric == "burst"]
+    assert names == ["burst:x1:crun", "burst:x4:crun", "burst:x16:crun"]
+
+
+@pytest.mark.parametrize("name", ["bare", "builtin", "crun"])
+def test_a_burst_starts_n_at_once_and_stops_them_all(name: str, tiny_image) -> None:
+    """burst() returns only once every starter stopped its instance and exited 0 (the
+    session's leak checks see the cgroups, mounts and state dirs)."""
+    BENCH_WORKDIR.mkdir(parents=True, exist_ok=True)
+    context = BackendContext(tiny_image.oci_layout, tiny_image.disk, tiny_image.kernel,
+                             tiny_image.initramfs, BENCH_WORKDIR)
+    times = burst(name, context, 4)
+    assert len(times) == 4 and all(0 < t < 30 for t in times)
+    assert subprocess.run(["pgrep", "-f", "bench.metrics.burst_starter"],
+                          check=False).returncode == 1  # no starter left
+
+
+def test_a_failing_instance_fails_the_burst_and_leaves_no_starter(tiny_image) -> None:
+    context = BackendContext(tiny_image.oci_layout, Path("/nonexistent/disk"),
+                             Path("/nonexistent/kernel"), tiny_image.initramfs, BENCH_WORKDIR)
+    with pytest.raises(VmvcError, match=r"^burst: an instance could not start: "):
+        burst("vm", context, 2)
+    assert subprocess.run(["pgrep", "-f", "bench.metrics.burst_starter"],
+                          check=False).returncode == 1
