@@ -19,6 +19,7 @@ import pytest
 
 from bench.harness.plan import SUITES, build_plan
 from bench.harness.rundir import FORMAT
+from paths import BENCH_WORKDIR
 from tests.conftest import CONTAINERS, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
@@ -167,7 +168,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
     while time.monotonic() < deadline and subprocess.run(
             ["pgrep", "-f", "bench.harness.worker"], capture_output=True).returncode == 0:
         time.sleep(0.2)
-    assert not list(Path("/var/lib/vmvc/bench").glob("bare-*"))
+    assert not list(BENCH_WORKDIR.glob("bare-*"))
     assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -177,7 +178,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
         assert {r.get_metadata()["vmvc_round"] for r in benchmark.get_runs()} == {0}
         assert len({r.get_metadata().get("date") for r in benchmark.get_runs()}) >= 1
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
-    assert not list(Path("/var/lib/vmvc/bench").glob("bare-*"))
+    assert not list(BENCH_WORKDIR.glob("bare-*"))
     assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
 
 
