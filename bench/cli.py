@@ -12,6 +12,7 @@ import sys
 from bench.commands import COMMANDS
 from bench.errors import VmvcError
 from reports.errors import ReportError
+from results import ResultsError
 from runtime.errors import ContainerError
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (VmvcError, ContainerError, ReportError) as exc:
+    except (VmvcError, ContainerError, ReportError, ResultsError) as exc:
         print(f"vmvc: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file system refusing: name the file and the reason

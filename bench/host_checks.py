@@ -19,9 +19,10 @@ from pathlib import Path
 from bench import kernel_features
 from bench.image.build import cached_images, superseded_images
 from bench.image.cache import default_cache_dir, read_manifest
+from results import BACKEND_ORDER
 from vmdriver.accel import KvmVerdict, decide_accelerator
 
-BACKENDS = ("bare", "builtin", "builtin-cli", "runc", "crun", "vm")
+BACKENDS = BACKEND_ORDER
 CONTAINERS = ("builtin", "builtin-cli", "runc", "crun")
 DEFAULT_URI = "qemu:///system"
 

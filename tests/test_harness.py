@@ -18,7 +18,7 @@ import pyperf
 import pytest
 
 from bench.harness.plan import SUITES, build_plan
-from bench.harness.rundir import FORMAT
+from results import FORMAT
 from tests.conftest import CONTAINERS, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")

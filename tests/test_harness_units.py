@@ -10,12 +10,12 @@ import pytest
 
 from bench.backends.base import ExecOutcome, Instance
 from bench.harness import measure
-from bench.harness.inprocess import fit_line
 from bench.harness.plan import SUITES, build_plan, density_steps
 from bench.harness.runner import failure_line
 from bench.harness.summary import cost_ratios
 from bench.workloads import load_workloads
 from reports.compare import compare
+from results import fit_line
 
 
 def test_plan_alternates_backends_and_rotates_each_round() -> None:

@@ -14,12 +14,8 @@ from bench.backends.vm import VmBackend
 from bench.errors import VmvcError
 from bench.harness import measure
 from bench.workloads import Workload
+from results import RunClock, fit_line
 from vmdriver.vm import PHASE_EVENTS, PHASES
-
-
-def _run(values: list[float], metadata: dict, warmups: list[float] | None = None) -> pyperf.Run:
-    return pyperf.Run(values, warmups=[(1, w) for w in warmups or []],
-                      metadata={"loops": 1, **metadata})
 
 
 def vm_boots(backend: VmBackend, boots: int, settle: float,
@@ -29,6 +25,7 @@ def vm_boots(backend: VmBackend, boots: int, settle: float,
     *metadata* maps each of those names to its benchmark metadata."""
     runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
     for _ in range(boots):
+        clock = RunClock()  # each value's run lasts the boot it came from
         with uninterruptible(), backend.boot() as instance:
             phases = instance.phases
             time.sleep(settle)
@@ -39,7 +36,7 @@ def vm_boots(backend: VmBackend, boots: int, settle: float,
         for name in runs:
             value = values.get(name)
             if value:
-                runs[name].append(_run([value], metadata[name]))
+                runs[name].append(clock.run([value], metadata[name]))
     return [pyperf.Benchmark(r) for r in runs.values() if r]
 
 
@@ -50,10 +47,11 @@ def phase_definitions() -> dict[str, str]:
 def vm_cost(backend: VmBackend, workload: Workload, suite: str, values: int, warmups: int,
             metadata: dict) -> pyperf.Benchmark:
     """One VM booted for the workload; warm-ups then values, each a fresh run of it."""
+    clock = RunClock()
     with uninterruptible(), backend.boot() as instance:
         warm = [measure.cost(instance, workload, suite) for _ in range(warmups)]
         figures = [measure.cost(instance, workload, suite) for _ in range(values)]
-    return pyperf.Benchmark([_run(figures, metadata, warm)])
+    return pyperf.Benchmark([clock.run(figures, metadata, warm)])
 
 
 def density(backend: Backend, steps: list[int], settle: float,
@@ -61,11 +59,13 @@ def density(backend: Backend, steps: list[int], settle: float,
     """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
     without them, for each N; the least-squares slope per instance is the overhead."""
     readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
+    clocks: list[RunClock] = []  # each step's run: when it started, how long it took
     capped: dict[str, str] = {}
     for n in steps:
         instances: list[Instance] = []
         with uninterruptible():  # a signal waits for this step's instances to be stopped
             try:
+                clock = RunClock()
                 time.sleep(settle)
                 refused = step_refused(n, backend.memory_bound_bytes(),
                                        measure.host_available_bytes())
@@ -79,15 +79,17 @@ def density(backend: Backend, steps: list[int], settle: float,
                     instances.append(backend.start())
                 time.sleep(settle)
                 readings.append((n, before, measure.host_used_bytes()))
+                clocks.append(clock.stop())
             finally:
                 stop_all(instances)
     # values are the readings with N running (pyperf wants them > 0; the difference can dip
     # below zero when the host reclaims caches meanwhile); the one before is in the metadata
     slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])
     fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept, **capped}
-    return pyperf.Benchmark([_run([float(after)], {**metadata, **fitted, "vmvc_instances": n,
-                                                   "vmvc_before_bytes": before})
-                             for n, before, after in readings])
+    return pyperf.Benchmark([clock.run([float(after)], {**metadata, **fitted,
+                                                        "vmvc_instances": n,
+                                                        "vmvc_before_bytes": before})
+                             for clock, (n, before, after) in zip(clocks, readings, strict=True)])
 
 
 HOST_RESERVE_BYTES = 1 << 30  # left free for the host at every density step
@@ -115,13 +117,3 @@ def stop_all(instances: list[Instance]) -> None:
         raise errors[0]
 
 
-def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares slope and intercept of used bytes against N."""
-    if len(points) < 2:
-        n, used = points[0]
-        return used / n, 0.0
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / \
-        sum((x - mean_x) ** 2 for x in xs)
-    return slope, mean_y - slope * mean_x

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench.backends.base import Backend
 from bench.harness.plan import Task
 from bench.workloads import Workload
+from results import parse, pyperf_unit
 
 DENSITY_DEFINITION = ("host memory in use (MemTotal - MemAvailable) with N idle instances "
                       "running (each run's value; the reading just before they started is "
@@ -17,27 +18,28 @@ def benchmark_metadata(task: Task, backend: Backend, workload: Workload | None,
                        accelerator: str, name: str | None = None,
                        definition: str | None = None) -> dict:
     name = name or task.name
-    metric = name.split(":", 1)[0]
+    parsed = parse(name)
+    assert parsed is not None, name
+    metric = parsed.metric
     if metric in ("startup", "boot-phase"):
-        unit, pyperf_unit, better = "s", "second", "lower"
+        unit, better = "s", "lower"
         definition = definition or (backend.startup_definition if task.workload == "true"
                                     else backend.ready_definition)
     elif metric in ("memory", "density"):
-        unit, pyperf_unit, better = "bytes", "byte", "lower"
+        unit, better = "bytes", "lower"
         definition = definition or (DENSITY_DEFINITION if metric == "density"
                                     else backend.memory_definition)
     else:
         assert workload is not None
         unit, better = workload.figure.unit, \
             "higher" if workload.figure.higher_is_better else "lower"
-        pyperf_unit = "second" if unit == "s" else "integer"
         definition = definition or (
             f"{workload.description}: {workload.figure.kind} figure"
             + (f" ({workload.figure.unit})" if workload.figure.kind != "wall" else "")
             + ", one fresh run of the command per value in one instance of the backend")
     metadata = {
-        "name": name, "unit": pyperf_unit, "vmvc_metric": metric,
-        "vmvc_workload": name.split(":")[1], "vmvc_backend": backend.name,
+        "name": name, "unit": pyperf_unit(unit), "vmvc_metric": metric,
+        "vmvc_workload": parsed.workload, "vmvc_backend": backend.name,
         "vmvc_kind": backend.kind, "vmvc_unit": unit, "vmvc_better": better,
         "vmvc_definition": definition or "-", "vmvc_round": task.round,
     }

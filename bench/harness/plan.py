@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from bench.backends.base import READY
+from results import compose
 
-METRICS = ("startup", "boot-phase", "memory", "density", "cost")
 STARTUP_WORKLOADS = {"true": ["true"], "ready": READY}
 
 
@@ -70,7 +70,7 @@ class Task:
     @property
     def name(self) -> str:
         """The benchmark this task adds runs to (the contract's name)."""
-        return f"{self.metric}:{self.workload}:{self.backend}"
+        return compose(self.metric, self.workload, self.backend)
 
     @property
     def label(self) -> str:
