@@ -13,6 +13,7 @@ from bench.commands import COMMANDS
 from bench.errors import VmvcError
 from image.errors import ImageError
 from reports.errors import ReportError
+from results import ResultsError
 from runtime.errors import ContainerError
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (VmvcError, ImageError, ContainerError, ReportError) as exc:
+    except (VmvcError, ImageError, ContainerError, ReportError, ResultsError) as exc:
         print(f"vmvc: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file system refusing: name the file and the reason

@@ -20,9 +20,10 @@ from bench import kernel_features
 from image.build import cached_images, superseded_images
 from image.cache import read_manifest
 from paths import image_cache_dir, kvm_probe_file
+from results import BACKEND_ORDER
 from vmdriver.accel import KvmVerdict, decide_accelerator
 
-BACKENDS = ("bare", "builtin", "builtin-cli", "runc", "crun", "vm")
+BACKENDS = BACKEND_ORDER
 CONTAINERS = ("builtin", "builtin-cli", "runc", "crun")
 DEFAULT_URI = "qemu:///system"
 

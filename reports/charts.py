@@ -13,16 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from reports.summary import BACKEND_ORDER, backends_of
+from reports.summary import backends_of
+from results import BOOT_PHASES, SECONDS, backends_in_order, scale_of
 
 COLOURS = {"bare": "#4d4d4d", "builtin": "#1f77b4", "builtin-cli": "#6baed6",
            "runc": "#2ca02c", "crun": "#98df8a", "vm": "#d62728"}
-PHASE_ORDER = ["qemu_started", "kernel_started", "init_started", "agent_connected",
-               "first_command_done"]
+
+
 def _seconds(value: float, _position: object = None) -> str:
-    if value >= 1:
-        return f"{value:g} s"
-    return f"{value * 1e3:g} ms" if value >= 1e-3 else f"{value * 1e6:g} µs"
+    factor, shown = scale_of(value, SECONDS)
+    return f"{value * factor:g} {shown}"
 
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "figure.dpi": 100,
@@ -75,7 +75,7 @@ def boot_phases(frame: pd.DataFrame) -> str | None:
     part = frame[frame["metric"] == "boot-phase"].set_index("workload")
     if part.empty:
         return None
-    phases = [p for p in PHASE_ORDER if p in part.index]
+    phases = [p for p in BOOT_PHASES if p in part.index]
     fig, ax = plt.subplots(figsize=(9, 1.4))
     left = 0.0
     cmap = plt.get_cmap("Reds")
@@ -139,7 +139,7 @@ def isolation_cost(frame: pd.DataFrame) -> str | None:
     if part.empty or "bare" not in set(part["backend"]):
         return None
     workloads = sorted(set(part["workload"]))
-    backends = [b for b in BACKEND_ORDER if b in set(part["backend"])]
+    backends = backends_in_order(part["backend"])
     width = 0.8 / len(backends)
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for j, backend in enumerate(backends):

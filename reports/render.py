@@ -16,7 +16,8 @@ import pandas as pd
 from reports import charts
 from reports.compare import compare
 from reports.load import Run, load_run
-from reports.summary import BACKEND_ORDER, GROUP, backends_of, claims, fmt, fmt_ratio, glance
+from reports.summary import GROUP, backends_of, claims, glance
+from results import BACKEND_ORDER, MANIFEST, RESULTS, format_ratio, format_value
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -26,8 +27,8 @@ def _environment() -> jinja2.Environment:
                              autoescape=lambda name: bool(name and name.endswith(".html.j2")),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    env.filters["fmt"] = fmt
-    env.filters["ratio"] = fmt_ratio
+    env.filters["fmt"] = format_value
+    env.filters["ratio"] = format_ratio
     env.globals["group"] = GROUP
     return env
 
@@ -46,7 +47,7 @@ def _raw_files(runs: list[Run], out_dir: Path) -> list[dict]:
     is written elsewhere), with relative links."""
     files = []
     for index, run in enumerate(runs):
-        for name in ("results.json", "manifest.json"):
+        for name in (RESULTS, MANIFEST):
             source = run.path / name
             if out_dir.resolve() == run.path.resolve():
                 target = source
@@ -71,12 +72,12 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
                               if r["metric"] == "density" and r["note"]},
             "cost_svg": charts.isolation_cost(frame),
             "emulated": run.accelerator != "kvm" and "vm" in set(frame["backend"]),
-            "failures": run.manifest.get("failures", []),
-            "density_failures": [f for f in run.manifest.get("failures", [])
-                                 if str(f.get("benchmark", "")).startswith("density:")],
-            "skipped": {b: s.get("reason", "") for b, s in
-                        run.manifest.get("backends", {}).items() if s.get("status") != "ok"},
-            "not_applicable": run.manifest.get("not_applicable", []),
+            "failures": run.manifest.failures,
+            "density_failures": [f for f in run.manifest.failures
+                                 if f.benchmark.startswith("density:")],
+            "skipped": {b: s.reason or "" for b, s in run.manifest.backends.items()
+                        if s.status != "ok"},
+            "not_applicable": run.manifest.not_applicable,
         })
     against = None
     if baseline is not None:

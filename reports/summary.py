@@ -9,32 +9,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports.load import Run
+from results import BACKEND_ORDER, backends_in_order
+from results import format_value as fmt
 
-BACKEND_ORDER = ["bare", "builtin", "builtin-cli", "runc", "crun", "vm"]
 GROUP = {"bare": "host", "builtin": "container", "builtin-cli": "container",
          "runc": "container", "crun": "container", "vm": "VM"}
-
-
-def fmt(value: float | None, unit: str) -> str:
-    """A figure in a readable unit: seconds as ms or s, bytes as KiB/MiB/GiB."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "\u2013"  # an en dash: not measured
-    if unit == "s":
-        if value < 1e-3:
-            return f"{value * 1e6:.3g} µs"
-        return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
-    if unit == "bytes":
-        for scale, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-            if abs(value) >= scale:
-                return f"{value / scale:.3g} {name}"
-        return f"{value:.0f} B"
-    if abs(value) >= 1000:
-        return f"{value:,.0f} {unit}"
-    return f"{value:.4g} {unit}"
-
-
-def fmt_ratio(ratio: float) -> str:
-    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
 
 
 @dataclass
@@ -47,8 +26,7 @@ class GlanceRow:
 
 
 def backends_of(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["backend"])
-    return [b for b in BACKEND_ORDER if b in present] + sorted(present - set(BACKEND_ORDER))
+    return backends_in_order(frame["backend"])
 
 
 def glance(run: Run) -> list[GlanceRow]:
@@ -179,7 +157,7 @@ def claim_memory(run: Run) -> Claim:
         return Claim(text, "not measured here", "this run has no idle VM or container reading",
                      "unmeasured")
     backend, used = container
-    configured = run.manifest.get("settings", {}).get("vm_memory_mib")
+    configured = run.manifest.settings.vm_memory_mib
     evidence = (f"an idle VM cost the host {fmt(vm, 'bytes')} (QEMU's PSS) against "
                 f"{fmt(used, 'bytes')} for an idle {backend} container ({vm / used:.0f}x)")
     if configured:
@@ -201,7 +179,7 @@ def claim_isolation(run: Run) -> Claim:
     if not has_vm or not containers:
         return Claim(text, "not measured here", "this run has no VM or no container",
                      "unmeasured")
-    kernel = run.manifest.get("host", {}).get("kernel", "the host's kernel")
+    kernel = run.manifest.host.kernel or "the host's kernel"
     evidence = (f"the containers ({', '.join(containers)}) ran the image's processes on the "
                 f"host kernel {kernel}, fenced by namespaces (pid, net, ipc, uts, mount, "
                 "cgroup), cgroups and Docker's seccomp profile: one application's view; the "

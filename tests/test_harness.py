@@ -12,14 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyperf
 import pytest
 
 from bench.harness.plan import SUITES, build_plan
-from bench.harness.rundir import FORMAT
 from paths import BENCH_WORKDIR
+from results import FORMAT, read_manifest
 from tests.conftest import CONTAINERS, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
@@ -69,15 +70,57 @@ def test_manifest_records_host_image_settings_and_backends(container_run: Path,
     assert manifest["failures"] == []
 
 
+PYPERF_DURATION = {"day": 86400.0, "hour": 3600.0, "min": 60.0, "sec": 1.0, "ms": 1e-3,
+                   "us": 1e-6, "ns": 1e-9}
+
+
+def pyperf_seconds(text: str) -> float:
+    """Seconds in pyperf's "1 hour 2 min 3.4 sec" or "12.5 ms"."""
+    parts = re.findall(r"([\d.]+) (day|hour|min|sec|ms|us|ns)\b", text)
+    assert parts, text
+    return sum(float(number) * PYPERF_DURATION[unit] for number, unit in parts)
+
+
+def pyperf_cli(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "pyperf", *args], capture_output=True,
+                            text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_pyperf_cli_reads_the_results(container_run: Path) -> None:
+    """pyperf's own CLI reads what it took, in-process runs (density) included: every
+    benchmark's total duration is real seconds, all of them within the run's wall time,
+    and its dates within the run's."""
     results = str(container_run / "results.json")
-    stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", results],
-                           capture_output=True, text=True, check=False)
-    assert stats.returncode == 0, stats.stderr
-    assert "startup:true:crun" in stats.stdout
-    compare = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", results, results],
-                             capture_output=True, text=True, check=False)
-    assert compare.returncode == 0, compare.stderr
+    manifest = read_manifest(container_run / "manifest.json")
+    created, updated = (datetime.fromisoformat(t).astimezone().replace(tzinfo=None)
+                        for t in (manifest.created, manifest.updated))
+    wall = (updated - created).total_seconds() + 2  # the manifest's times are whole seconds
+    stats = pyperf_cli("stats", results)
+    assert "startup:true:crun" in stats and "density:idle:builtin" in stats
+    totals = [pyperf_seconds(line) for line in stats.splitlines()
+              if line.startswith("Total duration:")]
+    suite_total, *totals = totals  # the suite's first, then each benchmark's
+    names = pyperf.BenchmarkSuite.load(results).get_benchmark_names()
+    assert len(totals) == len(names) and all(total > 0 for total in totals)
+    assert sum(totals) == pytest.approx(suite_total, abs=0.1 * len(totals))
+    assert suite_total <= wall, (suite_total, wall)
+    for line in stats.splitlines():
+        if line.startswith(("Start date:", "End date:")):
+            when = datetime.fromisoformat(line.split(": ", 1)[1])
+            assert created - timedelta(seconds=2) <= when <= updated + timedelta(seconds=wall)
+    # against the stored quick run: the shared benchmarks' means, each in its own unit
+    fixture = str(Path(__file__).parent / "fixtures" / "run-quick" / "results.json")
+    compared = pyperf_cli("compare_to", "-v", fixture, results)
+    means = dict(re.findall(rf"^(\S+)\n=+\n\nMean \+- std dev: .*-> \[{re.escape(results)}\] "
+                            r"([\d.]+ \S+) \+-", compared, re.M))
+    assert {"startup:true:bare", "startup:ready:crun", "memory:idle:runc"} <= set(means)
+    for name, mean in means.items():
+        if name.startswith("startup:"):
+            assert 0 < pyperf_seconds(mean) < 10, (name, mean)
+        else:
+            assert re.fullmatch(r"[\d.]+ (B|KiB|MiB)", mean), (name, mean)
 
 
 def test_vmvc_compare_two_runs(container_run: Path) -> None:

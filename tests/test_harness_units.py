@@ -13,10 +13,10 @@ from bench.harness import measure
 from bench.harness.plan import SUITES, build_plan
 from bench.harness.runner import failure_line
 from bench.harness.summary import cost_ratios
-from bench.metrics.density import fit_line
 from bench.metrics.density import steps as density_steps
 from bench.workloads import load_workloads
 from reports.compare import compare
+from results import fit_line
 
 
 def test_plan_alternates_backends_and_rotates_each_round() -> None:

@@ -56,3 +56,9 @@ def test_a_failing_instance_fails_the_burst_and_leaves_no_starter(tiny_image) ->
         burst("vm", context, 2)
     assert subprocess.run(["pgrep", "-f", "bench.metrics.burst_starter"],
                           check=False).returncode == 1
+
+
+def test_the_run_dir_knows_every_metric_in_the_plans_order() -> None:
+    import results
+
+    assert tuple(METRICS) == results.METRICS

@@ -168,7 +168,7 @@ def density_benchmark(points: list[tuple[int, float]], backend: str = "x") -> py
 
 
 def test_density_slope_and_its_error() -> None:
-    from reports.load import density_fit
+    from results import density_fit
 
     mib = 2.0**20
     slope, error = density_fit(density_benchmark([(n, 300 * mib * n) for n in (1, 2, 4, 8)]))

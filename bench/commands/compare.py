@@ -12,6 +12,7 @@ from rich.table import Table
 
 from bench.errors import VmvcError
 from reports.compare import compare
+from results import format_value, read_suite
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -22,28 +23,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def load(path: Path):
-    import pyperf
-
-    file = path / "results.json" if path.is_dir() else path
-    if not file.exists():
-        raise VmvcError(f"{file}: missing (not a vmvc run dir)")
-    try:
-        return pyperf.BenchmarkSuite.load(str(file))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VmvcError(f"{file}: not a pyperf results file: {exc}") from exc
-
-
 def _fmt(value: float, unit: str) -> str:
-    if unit == "s":
-        return f"{value * 1e3:.4g} ms" if value < 1 else f"{value:.4g} s"
-    if unit == "bytes":
-        return f"{value / 2**20:.4g} MiB"
-    return f"{value:.4g} {unit}"
+    return format_value(value, unit, digits=4)
 
 
 def run(args: argparse.Namespace) -> int:
-    a, b = load(args.baseline), load(args.changed)
+    a, b = read_suite(args.baseline), read_suite(args.changed)
     rows = compare(a, b)
     if not rows:
         raise VmvcError(f"{args.baseline} and {args.changed} share no benchmark")

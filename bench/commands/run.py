@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -63,9 +63,9 @@ def _settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.harness.rundir import RunDir
     from bench.harness.runner import Harness, Settings, check_settings
     from bench.workloads import load_workloads
+    from results import RunDir
 
     if os.geteuid() != 0:
         raise VmvcError("vmvc run needs root (namespaces, cgroups, mounts, libvirt)")
@@ -77,23 +77,22 @@ def run(args: argparse.Namespace) -> int:
             raise VmvcError(f"--resume continues with the run's own settings: drop "
                             f"--{chosen[0].replace('_', '-')}")
         rundir = RunDir(args.resume)
-        stored = rundir.manifest()["settings"]
+        previous = rundir.manifest()
+        stored = asdict(previous.settings)
         settings = Settings(**{f.name: stored[f.name] for f in fields(Settings)
                                if f.name in stored})
-        previous = rundir.manifest()
     else:
         settings = _settings_from_args(args)
         out = args.out or DEFAULT_RUNS / datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
         rundir = RunDir(out)
-        previous = {}
+        previous = None
     check_settings(settings, load_workloads())
     if args.resume is None:
         rundir.create()
     rundir.logs.mkdir(parents=True, exist_ok=True)
-    harness = Harness(rundir, settings, quiet=args.quiet)
-    harness.manifest = previous
+    harness = Harness(rundir, settings, quiet=args.quiet, previous=previous)
     code = harness.run()
-    failures = harness.manifest["failures"]
+    failures = harness.manifest.failures
     print(f"results: {rundir.results}")
     print(f"manifest: {rundir.manifest_path}")
     if failures:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from results import compose
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -67,7 +69,7 @@ class Task:
     @property
     def name(self) -> str:
         """The benchmark this task adds runs to (the contract's name)."""
-        return f"{self.metric}:{self.workload}:{self.backend}"
+        return compose(self.metric, self.workload, self.backend)
 
     @property
     def label(self) -> str:

@@ -25,13 +25,25 @@ from bench.backends.base import defer_signals
 from bench.errors import VmvcError
 from bench.harness.plan import SUITES, Counts, Suite, Task, build_plan, suite_with
 from bench.harness.progress import RunProgress
-from bench.harness.rundir import FORMAT, RunDir
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.metrics import METRICS, PlanInputs, RunContext
 from bench.workloads import Workload, load_workloads
 from image.external import DIE_WITH_VMVC
 from paths import BENCH_WORKDIR
+from results import (
+    Accelerator,
+    BackendStatus,
+    Failure,
+    Host,
+    HostCheck,
+    Image,
+    Manifest,
+    NotApplicable,
+    RunDir,
+    WorkloadFacts,
+)
+from results import Settings as RecordedSettings
 from runtime.storage import private_dir
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
@@ -54,6 +66,10 @@ class Settings:
 
     def suite_counts(self) -> Suite:
         return suite_with(self.suite, self.density_max, self.vm_boots)
+
+    def recorded(self, counts: Suite) -> RecordedSettings:
+        """These settings as the manifest records them, with the counts they came to."""
+        return RecordedSettings(**asdict(self), suite_counts=counts.as_json())
 
 
 def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
@@ -89,13 +105,15 @@ def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
 
 
 class Harness:
-    def __init__(self, rundir: RunDir, settings: Settings, quiet: bool = False) -> None:
+    def __init__(self, rundir: RunDir, settings: Settings, quiet: bool = False,
+                 previous: Manifest | None = None) -> None:
         self.rundir = rundir
         self.settings = settings
         self.quiet = quiet
         self.suite = settings.suite_counts()
         self.workloads = load_workloads()
-        self.manifest: dict = {}
+        self.previous = previous  # the manifest of the run being resumed
+        self.manifest: Manifest  # made by prepare()
         self.context: BackendContext | None = None
         self.accelerator = "tcg"
 
@@ -116,51 +134,39 @@ class Harness:
             initramfs=image.initramfs, workdir=BENCH_WORKDIR,
             limits=Limits(cpus=s.cpus, memory_mib=s.memory_mib),
             vm_memory_mib=s.vm_memory_mib, vm_vcpus=s.vm_vcpus, accelerator=verdict.accelerator)
-        previous = self.manifest
-        if previous:  # resuming: the rest must be measured under what the start was
-            before = (previous.get("image", {}).get("digest"),
-                      previous.get("accelerator", {}).get("accelerator"))
+        previous = self.previous
+        if previous is not None:  # resuming: the rest must be measured under what the start was
+            before = (previous.image.digest, previous.accelerator.name)
             if before != (image.digest, verdict.accelerator):
                 raise VmvcError(
                     f"{self.rundir.manifest_path}: started with image {before[0]} under "
                     f"{before[1]}, now {image.digest} under {verdict.accelerator}: results "
                     "would mix; start a new run")
             for name in s.workloads:
-                was = previous.get("workloads", {}).get(name)
+                was = previous.workloads.get(name)
                 now = workload_facts(self.workloads[name])
-                if was is not None and _measured(was) != _measured(now):
+                if was is not None and was.measured() != now.measured():
                     raise VmvcError(
                         f"{self.rundir.manifest_path}: workload {name} changed since the run "
-                        f"started ({now['source']}): results would mix; start a new run")
-        self.manifest = {
-            "format": FORMAT,
-            "created": previous.get("created") or _now(),
-            "updated": _now(),
-            "status": "running",
-            "settings": {**asdict(s), "suite_counts": self.suite.as_json()},
-            "image": {"profile": s.image, "digest": image.digest, "entry": str(image.entry)},
-            "accelerator": {"accelerator": verdict.accelerator,
-                            "label": "kvm" if verdict.accelerator == "kvm"
-                            else "tcg (emulated: VM figures are not those of a KVM host)",
-                            "how": verdict.how},
-            "host": host_facts(),
-            "checks": [c.as_json() for c in checks],
-            "versions": versions(checks),
-            "backends": {},
-            "workloads": {name: workload_facts(self.workloads[name]) for name in s.workloads},
-            "definitions": previous.get("definitions", {}),
-            "failures": previous.get("failures", []),
-            "ratios": {},
-        }
+                        f"started ({now.source}): results would mix; start a new run")
+        self.manifest = Manifest(
+            created=previous.created if previous else _now(), updated=_now(), status="running",
+            settings=s.recorded(self.suite),
+            image=Image(profile=s.image, digest=image.digest, entry=str(image.entry)),
+            accelerator=Accelerator.decided(verdict.accelerator, verdict.how),
+            host=host_facts(), checks=[HostCheck(**c.as_json()) for c in checks],
+            versions=versions(checks), backends={},
+            workloads={name: workload_facts(self.workloads[name]) for name in s.workloads},
+            definitions=previous.definitions if previous else {},
+            failures=previous.failures if previous else [])
         for name in s.backends:
             backend = make_backend(name, self.context)
             failed = failures_for(checks, [name])
             reason = "; ".join(f"{c.name}: {c.detail}" for c in failed) or backend.unavailable()
             if backend.needs_full_image and s.image == "tiny" and reason is None:
                 reason = f"the tiny image has no guest agent: {name} needs --image full"
-            self.manifest["backends"][name] = {
-                "status": "skipped" if reason else "ok", "kind": backend.kind,
-                **({"reason": reason} if reason else {})}
+            self.manifest.backends[name] = BackendStatus(
+                "skipped" if reason else "ok", backend.kind, reason or None)
         self.rundir.write_manifest(self.manifest)
 
     # -- the run ----------------------------------------------------------------------
@@ -169,7 +175,7 @@ class Harness:
         with RunProgress(quiet=self.quiet) as progress:
             self.prepare(progress)
             usable = [b for b in self.settings.backends
-                      if self.manifest["backends"][b]["status"] == "ok"]
+                      if self.manifest.backends[b].status == "ok"]
             host_side = frozenset(w for w in self.settings.workloads
                                   if self.workloads[w].host_command)
             bridged = frozenset(b for b in usable if BACKENDS[b].bridge)
@@ -177,9 +183,10 @@ class Harness:
                                self.settings.repeat, host_side, bridged)
             inputs = PlanInputs([BACKENDS[b] for b in usable], self.settings.workloads,
                                 self.suite, host_side, bridged)
-            self.manifest["not_applicable"] = [
-                item for metric in METRICS.values() for item in metric.not_applicable(inputs)]
-            self.manifest["failures"] = []  # a resumed run tries its failed tasks again
+            self.manifest.not_applicable = [
+                NotApplicable(**item) for metric in METRICS.values()
+                for item in metric.not_applicable(inputs)]
+            self.manifest.failures = []  # a resumed run tries its failed tasks again
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
             progress.begin(len(tasks), len(tasks) - len(todo),
                            {t: self.estimate(t) for t in todo})
@@ -199,14 +206,14 @@ class Harness:
                         progress.task_failed(task, reason)
                         continue
                     suite = self.rundir.add(benchmarks)
-                    self.manifest["ratios"] = cost_ratios(suite)
-                    self.manifest["updated"] = _now()
+                    self.manifest.ratios = cost_ratios(suite)
+                    self.manifest.updated = _now()
                     self.rundir.write_manifest(self.manifest)
                     progress.task_done(task, suite.get_benchmark(task.name),
                                        time.monotonic() - started)
             except KeyboardInterrupt:
-                self.manifest["status"] = "interrupted"
-                self.manifest["updated"] = _now()
+                self.manifest.status = "interrupted"
+                self.manifest.updated = _now()
                 self.rundir.write_manifest(self.manifest)
                 raise
             finally:
@@ -214,12 +221,12 @@ class Harness:
                 signal.signal(signal.SIGTERM, previous[1])
         suite = self.rundir.suite()
         if suite is not None:
-            self.manifest["ratios"] = cost_ratios(suite)
-        self.manifest["status"] = "complete" if not self.manifest["failures"] else \
+            self.manifest.ratios = cost_ratios(suite)
+        self.manifest.status = "complete" if not self.manifest.failures else \
             "complete with failures"
-        self.manifest["updated"] = _now()
+        self.manifest.updated = _now()
         self.rundir.write_manifest(self.manifest)
-        return 1 if self.manifest["failures"] else 0
+        return 1 if self.manifest.failures else 0
 
     def task_error(self, task: Task, exc: Exception) -> str:
         """One line for the manifest; the traceback of an unexpected error in the task's log."""
@@ -232,15 +239,14 @@ class Harness:
         return f"{type(exc).__name__}: {exc}"
 
     def record_failure(self, task: Task, reason: str) -> None:
-        self.manifest["failures"].append({
-            "benchmark": task.name, "round": task.round, "reason": reason,
-            "log": str(self.log_path(task).relative_to(self.rundir.path))})
-        self.manifest["updated"] = _now()
+        self.manifest.failures.append(Failure(
+            benchmark=task.name, round=task.round, reason=reason,
+            log=str(self.log_path(task).relative_to(self.rundir.path))))
+        self.manifest.updated = _now()
         self.rundir.write_manifest(self.manifest)
 
     def log_path(self, task: Task) -> Path:
-        safe = task.name.replace(":", "_")
-        return self.rundir.logs / f"{safe}.round{task.round + 1}.log"
+        return self.rundir.log(task.name, task.round)
 
     def estimate(self, task: Task) -> float:
         """Rough seconds a task takes: the progress bar's ETA weights."""
@@ -260,7 +266,7 @@ class Harness:
         try:
             metadata = metric.benchmarks(task, backend, run)
             for name, meta in metadata.items():
-                self.manifest["definitions"][name] = meta["vmvc_definition"]
+                self.manifest.definitions[name] = meta["vmvc_definition"]
             return metric.run(task, backend, metadata, run)
         finally:
             backend.close()
@@ -313,17 +319,11 @@ def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _measured(facts: dict) -> tuple:
-    """What makes two runs of a workload the same measurement (not its file or wording)."""
-    return tuple(facts.get(k) for k in ("command", "params", "setup", "figure", "unit",
-                                         "better"))
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def host_facts() -> dict:
+def host_facts() -> Host:
     from bench.kernel_features import cgroup_layout
 
     cpu = "unknown"
@@ -332,10 +332,9 @@ def host_facts() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     meminfo = Path("/proc/meminfo").read_text().split()
-    return {"hostname": platform.node(), "kernel": platform.release(),
-            "os": _os_release(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
-            "memory_bytes": int(meminfo[1]) * 1024,
-            "cgroup_layout": cgroup_layout().kind}
+    return Host(hostname=platform.node(), kernel=platform.release(), os=_os_release(),
+                cpu_model=cpu, cpu_count=os.cpu_count(), memory_bytes=int(meminfo[1]) * 1024,
+                cgroup_layout=cgroup_layout().kind)
 
 
 def _os_release() -> str:
@@ -364,9 +363,9 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def workload_facts(workload: Workload) -> dict:
-    return {"description": workload.description, "command": workload.command,
-            "setup": workload.setup, "unit": workload.figure.unit,
-            "better": "higher" if workload.figure.higher_is_better else "lower",
-            "figure": workload.figure.kind, "source": workload.source,
-            "params": workload.params}
+def workload_facts(workload: Workload) -> WorkloadFacts:
+    return WorkloadFacts(
+        description=workload.description, command=workload.command, setup=workload.setup,
+        unit=workload.figure.unit,
+        better="higher" if workload.figure.higher_is_better else "lower",
+        figure=workload.figure.kind, source=workload.source, params=workload.params)

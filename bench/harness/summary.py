@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import pyperf
 
-
-def _parts(name: str) -> tuple[str, str, str]:
-    metric, workload, backend = name.split(":", 2)
-    return metric, workload, backend
+from results import compose, parse, scale_of
 
 
 def cost_ratios(suite: pyperf.BenchmarkSuite) -> dict[str, float]:
@@ -17,9 +14,11 @@ def cost_ratios(suite: pyperf.BenchmarkSuite) -> dict[str, float]:
     means = {b.get_name(): b.mean() for b in suite}
     ratios = {}
     for name, mean in sorted(means.items()):
-        metric, workload, backend = _parts(name)
-        bare = means.get(f"{metric}:{workload}:bare")
-        if metric == "cost" and backend != "bare" and bare:
+        parts = parse(name)
+        if parts is None or parts.metric != "cost" or parts.backend == "bare":
+            continue
+        bare = means.get(compose(parts.metric, parts.workload, "bare"))
+        if bare:
             ratios[name] = round(mean / bare, 4)
     return ratios
 
@@ -36,11 +35,5 @@ def describe(benchmark: pyperf.Benchmark) -> str:
     values = benchmark.get_values()
     median = benchmark.median()
     spread = benchmark.stdev() if len(values) > 1 else 0.0
-    unit = meta.get("vmvc_unit", "s")
-    if unit == "s":
-        scale, shown = (1e3, "ms") if median < 1 else (1.0, "s")
-    elif unit == "bytes":
-        scale, shown = 1 / 2**20, "MiB"
-    else:
-        scale, shown = 1.0, unit
+    scale, shown = scale_of(median, meta.get("vmvc_unit", "s"))
     return f"{median * scale:.4g} ± {spread * scale:.2g} {shown} ({len(values)} values)"

@@ -19,6 +19,7 @@ import pyperf
 from bench.backends.base import Backend, BackendContext, Instance
 from bench.harness.plan import Counts, Suite, Task
 from bench.workloads import Workload
+from results import parse
 
 if TYPE_CHECKING:
     from pyperf import Runner
@@ -86,9 +87,11 @@ class Metric:
         """The pyperf metadata of one benchmark this task makes (``vmvc_*`` keys)."""
         name = name or task.name
         unit, pyperf_unit, better = self.figure(task, run)
+        parsed = parse(name)
+        assert parsed is not None, name
         metadata = {
             "name": name, "unit": pyperf_unit, "vmvc_metric": self.name,
-            "vmvc_workload": name.split(":")[1], "vmvc_backend": backend.name,
+            "vmvc_workload": parsed.workload, "vmvc_backend": backend.name,
             "vmvc_kind": backend.kind, "vmvc_unit": unit, "vmvc_better": better,
             "vmvc_definition": definition or self.definition(task, backend, run) or "-",
             "vmvc_round": task.round,
@@ -113,10 +116,3 @@ class Metric:
         """In a pyperf worker: register the benchmark's time function with *runner*;
         instances kept between values go into *made* (stopped when the worker ends)."""
         raise NotImplementedError(f"{self.name} does not run in pyperf's workers")
-
-
-def pyperf_run(values: list[float], metadata: dict,
-               warmups: list[float] | None = None) -> pyperf.Run:
-    """A run measured in the harness's own process, with the metadata pyperf's tools need."""
-    return pyperf.Run(values, warmups=[(1, w) for w in warmups or []],
-                      metadata={"loops": 1, **metadata})

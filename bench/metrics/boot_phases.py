@@ -12,7 +12,8 @@ import pyperf
 
 from bench.backends.base import Backend, uninterruptible
 from bench.harness.plan import Task
-from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext
+from results import RunClock
 from vmdriver.vm import PHASE_EVENTS, PHASES
 
 FIRST_COMMAND = "first_command_done"  # the phase that is the VM's startup figure
@@ -48,7 +49,8 @@ class BootPhases(Metric):
         """``vm_boots`` boots, each giving a value to every benchmark in *metadata*."""
         runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
         for _ in range(run.suite.vm_boots):
-            with uninterruptible(), backend.boot() as instance:
+            clock = RunClock()  # each value's run lasts the boot it came from
+            with uninterruptible(), backend.start() as instance:
                 phases = instance.phases
                 time.sleep(run.suite.settle_seconds)
                 memory = instance.memory()
@@ -58,7 +60,7 @@ class BootPhases(Metric):
             for name in runs:
                 value = values.get(name)
                 if value:
-                    runs[name].append(pyperf_run([value], metadata[name]))
+                    runs[name].append(clock.run([value], metadata[name]))
         return [pyperf.Benchmark(r) for r in runs.values() if r]
 
 

@@ -26,9 +26,10 @@ from bench.backends.base import Backend, BackendContext, uninterruptible
 from bench.errors import VmvcError
 from bench.harness import measure
 from bench.harness.plan import Task
-from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext
 from bench.metrics.density import step_refused
 from image.external import DIE_WITH_VMVC
+from results import RunClock
 
 EACH = "each"  # the figure of each instance's own start time, in the workload part
 TIMEOUT = 600.0  # for a whole burst to come up (16 VMs under TCG on two cores)
@@ -74,9 +75,10 @@ class Burst(Metric):
         each_name = f"{self.name}:{workload(n, EACH)}:{backend.name}"
         all_runs, each_runs = [], []
         for _ in range(run.suite.bursts):
+            clock = RunClock()
             times = burst(backend.name, run.backend_context, n)
-            all_runs.append(pyperf_run([max(times)], metadata[task.name]))
-            each_runs.append(pyperf_run(times, metadata[each_name]))
+            all_runs.append(clock.stop().run([max(times)], metadata[task.name]))
+            each_runs.append(clock.run(times, metadata[each_name]))
             time.sleep(run.suite.settle_seconds)  # the last burst's teardown settles
         return [pyperf.Benchmark(all_runs), pyperf.Benchmark(each_runs)]
 

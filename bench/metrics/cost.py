@@ -13,7 +13,8 @@ import pyperf
 from bench.backends.base import Backend, BackendContext, Instance, uninterruptible
 from bench.harness import measure
 from bench.harness.plan import Task
-from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext
+from results import RunClock
 
 if TYPE_CHECKING:
     from pyperf import Runner
@@ -59,12 +60,13 @@ class Cost(Metric):
             assert run.pyperf is not None
             return [run.pyperf(task, run.suite.cost, metadata[task.name])]
         workload = run.workloads[task.workload]
+        clock = RunClock()
         with uninterruptible(), backend.start() as instance:  # one boot for all values
             warm = [measure.cost(instance, workload, run.suite_name)
                     for _ in range(run.suite.vm_cost_warmups)]
             figures = [measure.cost(instance, workload, run.suite_name)
                        for _ in range(run.suite.vm_cost_values)]
-        return [pyperf.Benchmark([pyperf_run(figures, metadata[task.name], warm)])]
+        return [pyperf.Benchmark([clock.run(figures, metadata[task.name], warm)])]
 
     def bench(self, runner: Runner, spec: dict, backend: Backend, context: BackendContext,
               made: list[Instance]) -> None:

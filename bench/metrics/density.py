@@ -13,7 +13,8 @@ from bench.backends.base import Backend, Instance, uninterruptible
 from bench.errors import VmvcError
 from bench.harness import measure
 from bench.harness.plan import Task
-from bench.metrics.base import Group, Metric, PlanInputs, RunContext, pyperf_run
+from bench.metrics.base import Group, Metric, PlanInputs, RunContext
+from results import RunClock, fit_line
 
 DEFINITION = ("host memory in use (MemTotal - MemAvailable) with N idle instances running "
               "(each run's value; the reading just before they started is its "
@@ -58,11 +59,13 @@ def density(backend: Backend, counts: list[int], settle: float,
     """Host memory in use (MemTotal - MemAvailable) with N idle instances, over a reading
     without them, for each N in *counts*; the least-squares slope per instance."""
     readings: list[tuple[int, int, int]] = []  # N, host used before, host used with N
+    clocks: list[RunClock] = []  # each step's run: when it started, how long it took
     capped: dict[str, str] = {}
     for n in counts:
         instances: list[Instance] = []
         with uninterruptible():  # a signal waits for this step's instances to be stopped
             try:
+                clock = RunClock()
                 time.sleep(settle)
                 refused = step_refused(n, backend.memory_bound_bytes(),
                                        measure.host_available_bytes())
@@ -76,16 +79,17 @@ def density(backend: Backend, counts: list[int], settle: float,
                     instances.append(backend.start())
                 time.sleep(settle)
                 readings.append((n, before, measure.host_used_bytes()))
+                clocks.append(clock.stop())
             finally:
                 stop_all(instances)
     # values are the readings with N running (pyperf wants them > 0; the difference can dip
     # below zero when the host reclaims caches meanwhile); the one before is in the metadata
     slope, intercept = fit_line([(n, float(after - before)) for n, before, after in readings])
     fitted = {"vmvc_slope_bytes": slope, "vmvc_intercept_bytes": intercept, **capped}
-    return pyperf.Benchmark([pyperf_run([float(after)], {**metadata, **fitted,
-                                                         "vmvc_instances": n,
-                                                         "vmvc_before_bytes": before})
-                             for n, before, after in readings])
+    return pyperf.Benchmark([clock.run([float(after)], {**metadata, **fitted,
+                                                        "vmvc_instances": n,
+                                                        "vmvc_before_bytes": before})
+                             for clock, (n, before, after) in zip(clocks, readings, strict=True)])
 
 
 def step_refused(n: int, bound: int | None, available: int) -> str | None:
@@ -108,18 +112,6 @@ def stop_all(instances: list[Instance]) -> None:
             errors.append(exc)
     if errors:
         raise errors[0]
-
-
-def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares slope and intercept of used bytes against N."""
-    if len(points) < 2:
-        n, used = points[0]
-        return used / n, 0.0
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / \
-        sum((x - mean_x) ** 2 for x in xs)
-    return slope, mean_y - slope * mean_x
 
 
 DENSITY = Density()

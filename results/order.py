@@ -1,0 +1,20 @@
+"""The order backends and VM boot phases are shown in, as data: results/ imports neither
+bench/ (where the backend registry lives) nor vmdriver/ (which measures the phases); tests
+check that those agree with these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# the bare host first (the baseline), then containers from ours to the peers, the VM last
+BACKEND_ORDER: tuple[str, ...] = ("bare", "builtin", "builtin-cli", "runc", "crun", "vm")
+
+# a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES)
+BOOT_PHASES: tuple[str, ...] = ("qemu_started", "kernel_started", "init_started",
+                                "agent_connected", "first_command_done")
+
+
+def backends_in_order(present: Iterable[str]) -> list[str]:
+    """*present* in the report's order; backends it does not know last, by name."""
+    found = set(present)
+    return [b for b in BACKEND_ORDER if b in found] + sorted(found - set(BACKEND_ORDER))
