@@ -70,6 +70,37 @@ def startup_strip(frame: pd.DataFrame) -> str | None:
     return to_svg(fig)
 
 
+def burst(frame: pd.DataFrame) -> str | None:
+    """N instances requested at once, per burst size and backend: each instance's own
+    start time (dots) and the time until all were up (bar: median over bursts), log scale."""
+    part = frame[frame["metric"] == "burst"]
+    if part.empty:
+        return None
+    sizes = sorted({int(w.split(".")[0][1:]) for w in part["workload"]})
+    rows = [(n, b) for n in sizes for b in backends_of(part)
+            if not part[(part["workload"] == f"x{n}") & (part["backend"] == b)].empty]
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.4 * len(rows)))
+    for i, (n, backend) in enumerate(rows):
+        colour = COLOURS.get(backend, "#777")
+        each = part[(part["workload"] == f"x{n}.each") & (part["backend"] == backend)]
+        if not each.empty:
+            values = each.iloc[0]["values"]
+            ax.scatter(values, [i] * len(values), s=12, alpha=0.5, color=colour,
+                       label="each instance up" if i == 0 else None)
+        done = part[(part["workload"] == f"x{n}") & (part["backend"] == backend)].iloc[0]
+        ax.plot([done["median"]] * 2, [i - 0.3, i + 0.3], color="black", linewidth=1.8,
+                label="all up (median)" if i == 0 else None)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
+    ax.set_yticks(range(len(rows)), [f"{b}, N={n}" for n, b in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("time from all N requested at once (log scale)")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+              frameon=False)
+    return to_svg(fig)
+
+
 def boot_phases(frame: pd.DataFrame) -> str | None:
     """The VM's boot as a stacked bar: the median time spent in each phase."""
     part = frame[frame["metric"] == "boot-phase"].set_index("workload")

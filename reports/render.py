@@ -67,6 +67,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
         sections.append({
             "run": run, "glance": glance(run), "backends": backends_of(frame),
             "startup_svg": charts.startup_strip(frame), "phases_svg": charts.boot_phases(frame),
+            "burst_svg": charts.burst(frame),
             "memory_svg": charts.idle_memory(frame), "density_svg": charts.density(frame),
             "density_notes": {r["backend"]: r["note"] for _, r in frame.iterrows()
                               if r["metric"] == "density" and r["note"]},

@@ -11,11 +11,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import html5lib
 import numpy
 import pyperf
 import pytest
+
+from tests.conftest import CONTAINERS
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 FIXTURE = Path(__file__).parent / "fixtures" / "run-quick"
@@ -83,6 +86,9 @@ def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
     assert set(SECTIONS) | {"baseline"} <= ids
     assert check_against_results(out, container_run) >= 5 * 3
     assert (out.parent / "run1-results.json").exists() and (out.parent / "live.csv").exists()
+    html = out.read_text()  # the burst chart: one row per backend, dots and a median bar
+    assert "Startup under concurrency: N instances requested at once" in html
+    assert all(f"{b}, N=4" in html for b in CONTAINERS)
     md = tmp_path / "summary.md"
     result = report(str(container_run), "--format", "md", "-o", str(md))
     assert result.returncode == 0, result.stderr
@@ -223,3 +229,27 @@ def test_a_slope_within_its_noise_is_said_so_and_not_a_ratio_base() -> None:
     assert row.cells["bare"]["ratio"] is None and row.cells["vm"]["ratio"] is None
     assert "within the noise" not in row.cells["vm"]["text"]
     assert row.cells["vm"]["text"].startswith("290 MiB ± ")
+
+
+def test_a_burst_of_vms_changes_the_startup_verdict_only_when_it_should() -> None:
+    """One VM up in 5 s: "seconds, not minutes". Four at once, the last after 70 s: the claim
+    holds for a burst, and says so; a burst under a minute changes nothing."""
+    from reports.load import Run, frame_of
+    from reports.summary import claim_startup
+
+    def bench(name: str, values: list[float]) -> pyperf.Benchmark:
+        return pyperf.Benchmark([pyperf.Run(values, metadata={
+            "name": name, "loops": 1, "unit": "second", "vmvc_unit": "s",
+            "vmvc_better": "lower"}, collect_metadata=False)])
+
+    def verdict(vm_burst: float) -> tuple[str, str]:
+        suite = pyperf.BenchmarkSuite([
+            bench("startup:true:vm", [5.0, 5.2]), bench("startup:true:crun", [0.03, 0.031]),
+            bench("burst:x4:vm", [vm_burst, vm_burst]), bench("burst:x4:crun", [0.1, 0.11])])
+        manifest = SimpleNamespace(accelerator=SimpleNamespace(name="tcg"))  # what it reads
+        claim = claim_startup(Run(Path("synthetic"), manifest, suite, frame_of(suite, {})))
+        return claim.verdict, claim.evidence
+
+    slow, evidence = verdict(70.0)
+    assert slow == "holds for 4 VMs started at once" and "4 at once" in evidence
+    assert verdict(20.0)[0] == "does not hold"
