@@ -10,15 +10,16 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.errors import VmvcError
+from results import BACKEND_ORDER, METRICS
 
 DEFAULT_RUNS = Path("runs")
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    parser = verbs.add_parser("run", help="run the benchmarks (startup, memory, density, cost)")
+    parser = verbs.add_parser("run", help=f"run the benchmarks ({', '.join(METRICS)})")
     parser.add_argument("--suite", default=None, help="quick (default: ~10 min here) or full")
     parser.add_argument("--backends", default=None,
-                        help="comma-separated (default: bare,builtin,builtin-cli,runc,crun,vm)")
+                        help=f"comma-separated (default: {','.join(BACKEND_ORDER)})")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated cost workloads (default: the six built-ins; "
                              "see vmvc workloads)")
