@@ -35,7 +35,8 @@ def glance(run: Run) -> list[GlanceRow]:
     rows: list[GlanceRow] = []
     wanted = [("startup", "true", "startup to the exit of true"),
               ("startup", "ready", "startup to the first output line"),
-              ("memory", "idle", "host memory of one idle instance")]
+              ("memory", "idle", "host memory of one idle instance"),
+              ("memory", "idle.pss", "PSS of one idle instance's processes")]
     density = frame[frame["metric"] == "density"]
     costs = sorted(set(frame.loc[frame["metric"] == "cost", "workload"]))
     for metric, workload, title in wanted:
@@ -178,7 +179,7 @@ def claim_memory(run: Run) -> Claim:
                      "unmeasured")
     backend, used = container
     configured = run.manifest.settings.vm_memory_mib
-    evidence = (f"an idle VM cost the host {fmt(vm, 'bytes')} (QEMU's PSS) against "
+    evidence = (f"an idle VM cost the host {fmt(vm, 'bytes')} (its memory cgroup) against "
                 f"{fmt(used, 'bytes')} for an idle {backend} container ({vm / used:.0f}x)")
     if configured:
         evidence += (f"; of its {configured} MiB of guest RAM the VM held "

@@ -345,3 +345,60 @@ def at(rel: str, root: str = ROOT) -> Cgroup:
 
 def for_container(cgroups_path: str | None, container_id: str, root: str = ROOT) -> Cgroup:
     return at(relative_path(cgroups_path, container_id), root)
+
+
+def memory_dir_of(pid: int, root: str = ROOT) -> str | None:
+    """The memory cgroup *pid* is charged to (v1's memory hierarchy, or v2's), None if its
+    memory is not accounted in one."""
+    unified = is_unified(root)
+    with open(f"/proc/{pid}/cgroup") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if unified and controllers == "":
+                return _join(root, path.strip("/")).rstrip("/")
+            if not unified and "memory" in controllers.split(","):
+                return _join(root, "memory", path.strip("/")).rstrip("/")
+    return None
+
+
+def memory_usage_bytes(directory: str) -> int:
+    """Bytes charged to the memory cgroup *directory* (pages, page cache, kernel memory)."""
+    name = "memory.current" if os.path.exists(_join(directory, "memory.current")) \
+        else "memory.usage_in_bytes"
+    return int(_read(_join(directory, name)))
+
+
+def procs(directory: str) -> list[int]:
+    """The processes in the cgroup *directory* (its own, not its children's)."""
+    try:
+        return [int(p) for p in _read(_join(directory, "cgroup.procs")).split()]
+    except FileNotFoundError:
+        return []
+
+
+class MemoryAccount:
+    """A memory cgroup and nothing else: no limit, no other controller, no device rule.
+    Accounting, not isolation: what the bench's bare instances are counted in, so that their
+    memory is read as a container's is."""
+
+    def __init__(self, rel: str, root: str = ROOT) -> None:
+        self.unified = is_unified(root)
+        self.dir = _join(root, rel) if self.unified else _join(root, "memory", rel)
+
+    def create(self) -> None:
+        parent = os.path.dirname(self.dir)
+        if self.unified and "memory" not in _read(_join(parent, "cgroup.subtree_control")).split():
+            _write(_join(parent, "cgroup.subtree_control"), "+memory")
+        try:
+            os.mkdir(self.dir)
+        except FileExistsError as exc:
+            raise ContainerError(f"cgroup {self.dir} already exists") from exc
+
+    def add(self, pid: int) -> None:
+        _write(_join(self.dir, "cgroup.procs"), str(pid))
+
+    def pids(self) -> list[int]:
+        return procs(self.dir)
+
+    def delete(self) -> None:
+        _rmdir_waiting(self.dir)

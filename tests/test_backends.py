@@ -89,3 +89,58 @@ def test_only_bounded_instances_are_refused() -> None:
     assert density_metric.step_refused(5, gib, 5 * gib) == \
         "N=5 not run: 5 x 1024 MiB (what one instance may take) + 1 GiB for the host " \
         "> 5.0 GiB available"
+
+
+def test_an_idle_bare_instance_is_accounted_in_a_memory_cgroup_of_its_own(
+        context: BackendContext) -> None:
+    """Accounting, not isolation: its processes (an exec'd daemon too) are in it before they
+    run, its usage is read as a container's, and it goes with the instance."""
+    backend = make_backend("bare", context)
+    with backend.start() as instance:
+        account = instance.account
+        assert account is not None and Path(account.dir).is_dir()
+        assert Path(account.dir).name == f"vmvc-{instance.id}"
+        daemon = instance.exec(["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"], 30)
+        members = set(account.pids())
+        assert instance.main is not None and instance.main.pid in members
+        assert len(members) == 2 and set(instance.pids()) == members  # main, the daemon
+        assert daemon.exit_code == 0 and daemon.stdout.strip()
+        reading = instance.memory()
+        assert reading.cgroup > 0 and reading.pss > 0
+        assert set(reading.parts) == {str(pid) for pid in members}
+    assert not Path(account.dir).exists()
+    assert not any(alive(pid) for pid in members)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie awaiting init's reaping is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("name", ["builtin", "crun"])
+def test_a_containers_idle_memory_is_its_cgroup_and_its_processes_pss(
+        name: str, context: BackendContext) -> None:
+    backend = make_backend(name, context)
+    with backend.start() as instance:
+        reading = instance.memory()
+    assert reading.cgroup > 0 and reading.pss > 0 and len(reading.parts) == 1  # its sleep
+    assert sum(reading.parts.values()) == reading.pss
+
+
+def test_cleanup_removes_a_killed_bare_instances_memory_cgroup(context: BackendContext) -> None:
+    """What `vmvc cleanup` runs, narrowed to this instance's cgroup (other sessions' bare
+    instances may be running)."""
+    from bench.backends.cleanup import remove_bare_cgroups
+
+    instance = make_backend("bare", context).start()
+    account = instance.account
+    assert account is not None
+    name = Path(account.dir).name
+    removed = remove_bare_cgroups(name)  # as if the harness had been killed
+    assert removed == [f"bare memory cgroup {name}"]
+    assert not Path(account.dir).exists() and not any(alive(p) for p in instance.pids())
+    instance.account = None
+    instance.stop()

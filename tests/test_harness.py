@@ -32,7 +32,7 @@ def expected_names(backends: list[str], workloads: list[str], density: int = 0) 
     names |= {f"burst:{t.workload}.each:{t.backend}"  # each instance's own start time
               for t in build_plan(backends, workloads, suite, 1) if t.metric == "burst"}
     if "vm" in backends:
-        names |= {"memory:idle:vm"} | {f"boot-phase:{p}:vm" for p in
+        names |= {"memory:idle:vm", "memory:idle.pss:vm"} | {f"boot-phase:{p}:vm" for p in
                                        ("qemu_started", "kernel_started", "init_started",
                                         "agent_connected", "first_command_done")}
     return names
@@ -50,6 +50,12 @@ def test_every_host_and_container_backend_runs_true_and_a_workload(container_run
     startup = {b: suite.get_benchmark(f"startup:true:{b}").median() for b in CONTAINERS}
     assert startup["bare"] < startup["builtin"] < 1.0  # a namespaced container costs more
     assert suite.get_benchmark("memory:idle:bare").get_metadata()["unit"] == "byte"
+    for backend in CONTAINERS:  # one definition for all, bare included, naming the cgroup
+        cgroup = suite.get_benchmark(f"memory:idle:{backend}").get_metadata()
+        pss = suite.get_benchmark(f"memory:idle.pss:{backend}").get_metadata()
+        assert cgroup["vmvc_definition"].startswith("usage of the instance's memory cgroup (")
+        assert pss["vmvc_definition"].startswith("sum of the PSS (/proc/PID/smaps_rollup) of "
+                                                 "every process in the instance's memory")
     density = suite.get_benchmark("density:idle:builtin")
     assert sorted(r.get_metadata()["vmvc_instances"] for r in density.get_runs()) == [1, 2]
     assert "vmvc_slope_bytes" in density.get_metadata()
@@ -212,7 +218,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
             ["pgrep", "-f", "bench.harness.worker"], capture_output=True).returncode == 0:
         time.sleep(0.2)
     assert not list(BENCH_WORKDIR.glob("bare-*"))
-    assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
+    assert not list((BENCH_WORKDIR / "bundles").glob("*"))
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
@@ -222,7 +228,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
         assert len({r.get_metadata().get("date") for r in benchmark.get_runs()}) >= 1
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert not list(BENCH_WORKDIR.glob("bare-*"))
-    assert not list(Path("/var/lib/vmvc/bench/bundles").glob("*"))
+    assert not list((BENCH_WORKDIR / "bundles").glob("*"))
 
 
 BAD = {

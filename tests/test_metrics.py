@@ -22,7 +22,8 @@ def test_every_metric_plans_by_capability_not_by_name() -> None:
     groups = {m.name: m.groups(plan) for m in METRICS.values()}
     assert groups["startup"] == [("true", ["bare", "builtin", "vm"]),
                                  ("ready", ["bare", "builtin"])]  # vm: ready = False
-    assert groups["memory"] == [("idle", ["bare", "builtin"])]  # vm: from its boots
+    assert groups["memory"] == [("idle", ["bare", "builtin"]),  # vm: from its boots
+                                ("idle.pss", ["bare", "builtin"])]
     assert groups["boot-phase"] == []
     assert groups["burst"] == [("x4", ["bare", "builtin", "vm"])]
     assert groups["cost"] == [("cpu", ["bare", "builtin", "vm"]),

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.errors import VmvcError
+from runtime.cgroups import memory_dir_of, memory_usage_bytes, procs
 from runtime.storage import private_dir
-from vmdriver.vm import memory_cgroup_usage
 
 IDLE = ["sleep", "1000000"]
 READY = ["/bin/sh", "-c", "echo ready; exec sleep 1000000"]
@@ -107,9 +107,12 @@ class Captured:
 
 @dataclass(frozen=True)
 class MemoryReading:
-    bytes: int
-    definition: str
-    parts: dict[str, int] = field(default_factory=dict)
+    """One instance's host memory, read the same two ways for every backend (the memory
+    metric defines both): its memory cgroup's usage, and the PSS of every process in it."""
+
+    cgroup: int
+    pss: int
+    parts: dict[str, int] = field(default_factory=dict)  # each process's PSS, by pid
 
 
 class Instance(ABC):
@@ -139,7 +142,7 @@ class Backend(ABC):
     kind: str = ""  # host | container | vm
     startup_definition = ""
     ready_definition = ""
-    memory_definition = ""
+    memory_cgroup = ""  # which memory cgroup holds an instance (the memory metric's definitions)
     # What the backend can do; metrics ask these, never the backend's name:
     bridge = False  # can start instances on the suite's bridge, reachable from the host
     ready = True  # can time a running process's first line (startup:ready)
@@ -252,12 +255,27 @@ def pss_bytes(pid: int) -> int:
     raise VmvcError(f"process {pid}: no Pss in smaps_rollup")
 
 
-def cgroup_memory_bytes(pid: int) -> int:
-    """Bytes charged to the memory cgroup of *pid* (vmdriver reads the VMs' the same way)."""
-    used = memory_cgroup_usage(pid)
-    if used is None:
-        raise VmvcError(f"process {pid}: no memory cgroup to read")
-    return used
+def read_memory(cgroup_dir: str) -> MemoryReading:
+    """The memory cgroup *cgroup_dir*'s usage and the PSS of every process in it (one that
+    exits meanwhile counts nothing)."""
+    parts = {}
+    for pid in procs(cgroup_dir):
+        try:
+            parts[str(pid)] = pss_bytes(pid)
+        except (OSError, VmvcError):  # gone, or exiting (no mappings left)
+            continue
+    return MemoryReading(memory_usage_bytes(cgroup_dir), sum(parts.values()), parts)
+
+
+def read_memory_of(pid: int, what: str) -> MemoryReading:
+    """:func:`read_memory` of the memory cgroup *pid* is in."""
+    try:
+        directory = memory_dir_of(pid)
+    except OSError as exc:
+        raise VmvcError(f"{what}: process {pid}: {exc.strerror}") from exc
+    if directory is None:
+        raise VmvcError(f"{what}: process {pid} is in no memory cgroup")
+    return read_memory(directory)
 
 
 _depth = 0

@@ -14,18 +14,15 @@ from bench.backends.base import (
     ExecOutcome,
     Instance,
     MemoryReading,
-    cgroup_memory_bytes,
     check_exit,
     read_first_line,
+    read_memory_of,
     uninterruptible,
     wait_exit,
 )
 from bench.backends.oci_bundle import container_config, new_id
 from paths import RUNTIME_DATA, RUNTIME_ROOT
 from runtime.container import Runtime
-
-MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
-                     "and kernel memory charged to it); no runtime process stays behind")
 
 
 class BuiltinInstance(Instance):
@@ -50,8 +47,7 @@ class BuiltinInstance(Instance):
             os.close(null)
 
     def memory(self) -> MemoryReading:
-        used = cgroup_memory_bytes(self.pid)
-        return MemoryReading(used, MEMORY_DEFINITION, {"cgroup": used})
+        return read_memory_of(self.pid, f"builtin container {self.id}")
 
     def stop(self) -> None:
         with uninterruptible():
@@ -61,7 +57,7 @@ class BuiltinInstance(Instance):
 
 
 class BuiltinBackend(Backend):
-    memory_definition = MEMORY_DEFINITION
+    memory_cgroup = "the container's own; no runtime process stays behind"
     bridge = True
     name = "builtin"
     kind = "container"

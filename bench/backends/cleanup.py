@@ -1,7 +1,7 @@
 """What a killed run of the harness can leave of its own, removed: runc/crun/vmvc-runtime
 containers under the harness's state roots, overlay roots it mounted for them, bare
-instances' processes and scratch dirs. (The built-in library's containers and the VMs are
-cleaned by runtime.cleanup and vmdriver.)"""
+instances' processes, memory cgroups and scratch dirs. (The built-in library's containers
+and the VMs are cleaned by runtime.cleanup and vmdriver.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import signal
 import subprocess
 from pathlib import Path
 
-from bench.backends.bare import marked_pids
+from bench.backends.bare import CGROUP_PREFIX, marked_pids
 from bench.backends.oci_cli import BUNDLES
 from paths import BENCH_STATE_DIR
+from runtime.cgroups import MemoryAccount
+from runtime.cleanup import leftover_cgroups
+from runtime.errors import ContainerError
 from runtime.linux import MNT_DETACH, Linux
 
 
@@ -22,6 +25,24 @@ def _mounted(path: Path) -> bool:
     target = str(path)
     return any(line.split()[4] == target
                for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def remove_bare_cgroups(prefix: str = CGROUP_PREFIX) -> list[str]:
+    """Bare instances' memory cgroups (named *prefix*…): their processes killed (a process
+    that cleared its environment has no mark), the cgroups removed."""
+    removed = []
+    for rel in leftover_cgroups():
+        if rel.startswith(prefix):
+            account = MemoryAccount(rel)
+            for pid in account.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                account.delete()
+                removed.append(f"bare memory cgroup {rel}")
+            except ContainerError as exc:
+                removed.append(f"bare memory cgroup {rel}: {exc}")
+    return removed
 
 
 def cleanup(workdir: Path) -> list[str]:
@@ -55,6 +76,7 @@ def cleanup(workdir: Path) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             removed.append(f"bare process {pid}")
+    removed += remove_bare_cgroups()
     if workdir.is_dir():
         for scratch in sorted(workdir.glob("bare-*")):
             shutil.rmtree(scratch, ignore_errors=True)

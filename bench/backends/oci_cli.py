@@ -26,9 +26,9 @@ from bench.backends.base import (
     ExecOutcome,
     Instance,
     MemoryReading,
-    cgroup_memory_bytes,
     check_exit,
     read_first_line,
+    read_memory_of,
     run_command,
     uninterruptible,
     wait_exit,
@@ -41,9 +41,6 @@ from runtime.linux import MNT_DETACH, Linux
 
 BUNDLES = "bundles"
 CLI_TIMEOUT = 60.0
-MEMORY_DEFINITION = ("memory cgroup usage of the container (its processes' pages, page cache "
-                     "and kernel memory charged to it); the runtime CLI has exited, no monitor "
-                     "process stays behind")
 
 
 class Bundle:
@@ -127,15 +124,16 @@ class CliInstance(Instance):
             return captured.outcome(code, time.monotonic() - start)
 
     def memory(self) -> MemoryReading:
-        used = cgroup_memory_bytes(self.bundle.pid)
-        return MemoryReading(used, MEMORY_DEFINITION, {"cgroup": used})
+        backend = self.bundle.backend
+        return read_memory_of(self.bundle.pid, f"{backend.name} container {self.bundle.id}")
 
     def stop(self) -> None:
         self.bundle.remove()
 
 
 class OciCliBackend(Backend):
-    memory_definition = MEMORY_DEFINITION
+    memory_cgroup = ("the container's own; the runtime CLI has exited, no monitor process "
+                     "stays behind")
     kind = "container"
     mounts_rootfs = True  # False: the runtime mounts the image itself
 

@@ -10,15 +10,12 @@ from bench.backends.base import (
     ExecOutcome,
     Instance,
     MemoryReading,
+    read_memory_of,
     uninterruptible,
 )
 from bench.errors import VmvcError
 from vmdriver.errors import VmError
 from vmdriver.vm import PHASES, Vm, VmConfig, boot
-
-MEMORY_DEFINITION = ("PSS of the QEMU process (/proc/PID/smaps_rollup): guest RAM it touched, "
-                     "its own code and device state; libvirtd and virtlogd are shared by all "
-                     "VMs and not counted")
 
 
 class VmInstance(Instance):
@@ -41,14 +38,10 @@ class VmInstance(Instance):
 
     def memory(self) -> MemoryReading:
         try:
-            stats = self.vm.stats()
+            pid = self.vm.qemu_pid()
         except VmError as exc:
             raise VmvcError(str(exc)) from exc
-        pss = int(stats["qemu_pss_kib"]) * 1024  # type: ignore[arg-type]
-        parts = {"qemu_pss": pss, "qemu_rss": int(stats["qemu_rss_kib"]) * 1024}  # type: ignore[arg-type]
-        if stats.get("cgroup_bytes") is not None:
-            parts["cgroup"] = int(stats["cgroup_bytes"])  # type: ignore[arg-type]
-        return MemoryReading(pss, MEMORY_DEFINITION, parts)
+        return read_memory_of(pid, f"vm {self.vm.name}")
 
     def stop(self) -> None:
         with uninterruptible():
@@ -64,7 +57,9 @@ QEMU_OWN_MIB = 64  # QEMU's own memory beside the guest's RAM: devices, librarie
 
 
 class VmBackend(Backend):
-    memory_definition = MEMORY_DEFINITION
+    memory_cgroup = ("the one libvirt puts the VM's QEMU in: guest RAM QEMU touched, its own "
+                     "code and device state; libvirtd and virtlogd, shared by all VMs, are "
+                     "outside it")
     name = "vm"
     kind = "vm"
     ready = False  # the guest agent returns a command's output only once it exits

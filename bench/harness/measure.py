@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.backends.base import Backend, Instance, uninterruptible
+from bench.backends.base import Backend, Instance, MemoryReading, uninterruptible
 from bench.errors import VmvcError
 from bench.workloads import Workload
 
@@ -23,12 +23,11 @@ def startup(backend: Backend, workload: str, argv: list[str], loops: int) -> flo
     return total
 
 
-def idle_memory(backend: Backend, settle: float) -> tuple[float, str]:
-    """Host bytes one idle instance costs, read after *settle* seconds; and its definition."""
+def idle_memory(backend: Backend, settle: float) -> MemoryReading:
+    """Host memory one idle instance costs, read after *settle* seconds."""
     with uninterruptible(), backend.start() as instance:
         time.sleep(settle)
-        reading = instance.memory()
-    return float(reading.bytes), reading.definition
+        return instance.memory()
 
 
 def cost(instance: Instance, workload: Workload, suite: str,

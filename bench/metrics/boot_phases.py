@@ -2,7 +2,8 @@
 agent, first command), from the backends whose instances boot (``Backend.boot_phases``).
 It plans no task of its own: each boot of the startup task gives the startup value, one
 value per phase and an idle memory reading, run with fixed counts in the harness's own
-process (a boot is too long for pyperf's calibration)."""
+process (a boot is too long for pyperf's calibration); both idle memory figures come from
+the same reading."""
 
 from __future__ import annotations
 
@@ -33,12 +34,13 @@ class BootPhases(Metric):
 
     def boot_benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
         """The startup task's benchmarks on a booting backend: startup, memory, phases."""
-        from bench.metrics.memory import MEMORY
+        from bench.metrics.memory import IDLE_WORKLOADS, MEMORY
         from bench.metrics.startup import STARTUP
 
-        memory = Task("memory", "idle", backend.name, task.round)
-        found = {task.name: STARTUP.metadata(task, backend, run),
-                 memory.name: MEMORY.metadata(memory, backend, run)}
+        found = {task.name: STARTUP.metadata(task, backend, run)}
+        for workload in IDLE_WORKLOADS:
+            memory = Task(MEMORY.name, workload, backend.name, task.round)
+            found[memory.name] = MEMORY.metadata(memory, backend, run)
         for phase in PHASES:
             own = Task(self.name, phase, backend.name, task.round)
             found[own.name] = self.metadata(own, backend, run)
@@ -47,6 +49,8 @@ class BootPhases(Metric):
     def boots(self, backend: Backend, run: RunContext,
               metadata: dict[str, dict]) -> list[pyperf.Benchmark]:
         """``vm_boots`` boots, each giving a value to every benchmark in *metadata*."""
+        from bench.metrics.memory import IDLE_WORKLOADS, MEMORY, figure
+
         runs: dict[str, list[pyperf.Run]] = {name: [] for name in metadata}
         for _ in range(run.suite.vm_boots):
             clock = RunClock()  # each value's run lasts the boot it came from
@@ -55,7 +59,8 @@ class BootPhases(Metric):
                 time.sleep(run.suite.settle_seconds)
                 memory = instance.memory()
             values = {f"startup:true:{backend.name}": phases[FIRST_COMMAND],
-                      f"memory:idle:{backend.name}": float(memory.bytes),
+                      **{f"{MEMORY.name}:{w}:{backend.name}": figure(w, memory)
+                         for w in IDLE_WORKLOADS},
                       **{f"{self.name}:{p}:{backend.name}": phases[p] for p in PHASES}}
             for name in runs:
                 value = values.get(name)
