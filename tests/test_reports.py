@@ -223,3 +223,47 @@ def test_a_slope_within_its_noise_is_said_so_and_not_a_ratio_base() -> None:
     assert row.cells["bare"]["ratio"] is None and row.cells["vm"]["ratio"] is None
     assert "within the noise" not in row.cells["vm"]["text"]
     assert row.cells["vm"]["text"].startswith("290 MiB ± ")
+
+
+def glance_of(*benchmarks: pyperf.Benchmark) -> list:
+    from reports.load import Run, frame_of
+    from reports.summary import glance
+
+    suite = pyperf.BenchmarkSuite(list(benchmarks))
+    return glance(Run(Path("synthetic"), {}, suite, frame_of(suite, {})))
+
+
+def cost_benchmark(backend: str, values: list[float]) -> pyperf.Benchmark:
+    return pyperf.Benchmark([pyperf.Run([v], metadata={
+        "name": f"cost:disk:{backend}", "loops": 1, "vmvc_unit": "IOPS",
+        "vmvc_better": "higher"}, collect_metadata=False) for v in values])
+
+
+def starred(row) -> list[str]:
+    return [backend for backend, cell in row.cells.items() if cell["best"]]
+
+
+def test_the_best_is_marked_only_when_its_lead_is_outside_the_noise() -> None:
+    # the quick run's disk figures: a 1.1x lead on two noisy values each is no lead
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7716]), cost_benchmark("runc", [6347, 6919]))
+    assert starred(row) == []
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7316, 7296]),
+                       cost_benchmark("runc", [6347, 6355, 6339]))
+    assert starred(row) == ["bare"]
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7316, 7296]))
+    assert starred(row) == []  # nothing to lead
+
+
+def test_the_best_density_slope_is_marked_only_apart_from_the_next() -> None:
+    mib = 2**20
+    apart = [density_benchmark([(n, 300 * mib * n + e) for n, e in
+                                ((1, mib), (2, -mib), (4, mib), (8, 0))], "vm"),
+             density_benchmark([(n, 100 * mib * n + e) for n, e in
+                                ((1, mib), (2, -mib), (4, mib), (8, 0))], "runc")]
+    (row,) = glance_of(*apart)
+    assert starred(row) == ["runc"]
+    close = [density_benchmark([(n, 101 * mib * n + e) for n, e in
+                                ((1, 9 * mib), (2, -9 * mib), (4, 9 * mib), (8, 0))], "vm"),
+             apart[1]]
+    (row,) = glance_of(*close)
+    assert starred(row) == []
