@@ -19,7 +19,7 @@ import pytest
 
 from bench.harness.plan import SUITES, build_plan
 from bench.harness.rundir import FORMAT
-from tests.conftest import CONTAINERS, vmvc
+from tests.conftest import CONTAINERS, instance_processes, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 NAME = re.compile(r"^(startup|boot-phase|memory|density|cost):[a-z0-9_-]+:"
@@ -118,6 +118,22 @@ def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_p
     assert result.returncode != 0 and "workload nap changed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (out / "results.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_bare_run_leaves_no_instance_running(tiny_image, workloads_dir: Path,
+                                               tmp_path: Path) -> None:
+    """Every instance a run starts (idle ones for memory and density, the workload's,
+    `ready`'s) is stopped by that run, not left for `vmvc cleanup`: a `ready` shell caught
+    in execve at its stop was left running in about one run in two."""
+    run = subprocess.Popen(
+        [VMVC, "run", "--image", "tiny", "--backends", "bare", "--workloads", "nap",
+         "--density-max", "2", "--out", str(tmp_path / "out"), "--quiet"],
+        env={**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own session id
+    _, stderr = run.communicate(timeout=900)
+    assert run.returncode == 0, stderr[-2000:]
+    assert instance_processes(session=run.pid) == set()
 
 
 def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: Path) -> None:

@@ -149,8 +149,13 @@ class BareInstance(Instance):
             return captured.outcome(code, time.monotonic() - start)
 
     def pids(self) -> list[int]:
-        """Every live process of this instance, daemons included (by its environment mark)."""
-        return marked_pids(self.id)
+        """Every live process of this instance, daemons included (by its environment mark),
+        and its first process by its pid: while a process is in execve its environment reads
+        empty (`ready`'s shell exec'ing sleep), and a stop that saw no mark left it running."""
+        found = marked_pids(self.id)
+        if self.main is not None and self.main.poll() is None and self.main.pid not in found:
+            found.append(self.main.pid)
+        return found
 
     def memory(self) -> MemoryReading:
         parts = {str(pid): pss_bytes(pid) for pid in self.pids()}
