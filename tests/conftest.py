@@ -6,6 +6,7 @@ outlives the operation or test that made it; ``no_leaks`` compares the host befo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -178,6 +179,13 @@ def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
         environ["VMVC_WORKLOADS_DIR"] = str(workloads)
     return subprocess.run([VMVC, *args], capture_output=True, text=True, env=environ,
                           timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def host_accelerator() -> str:
+    """What `vmvc doctor` decides for this host ("kvm" or "tcg"): a run must say the same."""
+    result = vmvc("doctor", "--json", timeout=300)
+    return json.loads(result.stdout)["accelerator"]
 
 
 @pytest.fixture(scope="session")
