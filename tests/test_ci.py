@@ -40,6 +40,7 @@ def test_every_workflow_step_runs_the_one_script() -> None:
     assert "scripts/ci-bench.sh merge" in text  # the matrix's run dirs in one report
 
 
+@pytest.mark.slow
 def test_ci_script_end_to_end_under_tcg(tiny_image, full_image, workloads_dir: Path,
                                         container_run: Path, host_accelerator: str,
                                         tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ def expected_names(backends: list[str], workloads: list[str], density: int = 0) 
     return names
 
 
+@pytest.mark.slow
 def test_every_host_and_container_backend_runs_true_and_a_workload(container_run: Path) -> None:
     suite = pyperf.BenchmarkSuite.load(str(container_run / "results.json"))
     names = set(suite.get_benchmark_names())
@@ -51,6 +52,7 @@ def test_every_host_and_container_backend_runs_true_and_a_workload(container_run
     assert "vmvc_slope_bytes" in density.get_metadata()
 
 
+@pytest.mark.slow
 def test_manifest_records_host_image_settings_and_backends(container_run: Path, tiny_image,
                                                            host_accelerator: str) -> None:
     manifest = json.loads((container_run / "manifest.json").read_text())
@@ -66,6 +68,7 @@ def test_manifest_records_host_image_settings_and_backends(container_run: Path, 
     assert manifest["failures"] == []
 
 
+@pytest.mark.slow
 def test_pyperf_cli_reads_the_results(container_run: Path) -> None:
     results = str(container_run / "results.json")
     stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", results],
@@ -77,12 +80,14 @@ def test_pyperf_cli_reads_the_results(container_run: Path) -> None:
     assert compare.returncode == 0, compare.stderr
 
 
+@pytest.mark.slow
 def test_vmvc_compare_two_runs(container_run: Path) -> None:
     result = vmvc("compare", str(container_run), str(container_run), "--all")
     assert result.returncode == 0, result.stderr
     assert "startup:true:bare" in result.stdout and "not significant" in result.stdout
 
 
+@pytest.mark.slow
 def test_vm_backend_boot_phases_memory_and_a_workload(full_image, workloads_dir: Path,
                                                       host_accelerator: str,
                                                       tmp_path: Path) -> None:
@@ -103,6 +108,7 @@ def test_vm_backend_boot_phases_memory_and_a_workload(full_image, workloads_dir:
     assert "startup:ready:vm" not in manifest["definitions"]
 
 
+@pytest.mark.slow
 def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "nap"
     result = vmvc("run", "--image", "tiny", "--backends", "bare", "--workloads", "nap",
@@ -138,6 +144,7 @@ def test_a_bare_run_leaves_no_instance_running(tiny_image, workloads_dir: Path,
     assert instance_processes(session=run.pid) == set()
 
 
+@pytest.mark.slow
 def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: Path) -> None:
     """sysbench cpu runs for a fixed time: at a 50% quota it does half the events per
     second, i.e. each event takes twice the time."""
@@ -153,6 +160,7 @@ def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: P
     assert 1.8 <= time_ratio <= 2.2, means
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, workloads_dir: Path,
                                                    tmp_path: Path) -> None:
@@ -235,6 +243,7 @@ def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_unavailable_backend_is_skipped_with_its_reason(tiny_image, workloads_dir: Path,
                                                         tmp_path: Path) -> None:
     """A PATH with every tool but runc: as far as the harness can tell runc is not

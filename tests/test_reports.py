@@ -73,6 +73,7 @@ def test_report_from_the_stored_run(tmp_path: Path) -> None:
         assert (run_dir / name).exists() and f'href="{name}"' in text
 
 
+@pytest.mark.slow
 def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "out" / "live.html"
@@ -91,6 +92,7 @@ def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
     assert "| startup to the exit of true" in text
 
 
+@pytest.mark.slow
 def test_several_run_dirs_one_report(container_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "both.html"
     result = report(str(FIXTURE), str(container_run), "-o", str(out))
