@@ -44,9 +44,6 @@ PHASE_EVENTS = {
     "agent_connected": "create requested → libvirt agent lifecycle event CONNECTED",
     "first_command_done": "create requested → guest-exec of /bin/true reported exited",
 }
-CREATE_FLAGS = libvirt.VIR_DOMAIN_START_AUTODESTROY
-"""How a VM's domain is created: gone when our connection closes, so a crashed harness
-leaves no VM running."""
 MARKER_LINE_MAX = 4096
 """Bytes a marker line may take (the guest init's are words): a longer one is an error, so
 a guest that floods the port without a newline cannot grow the host's memory."""
@@ -366,6 +363,11 @@ def _claim_workdir(workdir: Path) -> int:
         raise VmError(f"cannot make the VM work dir {workdir}: {exc.strerror}") from exc
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+CREATE_FLAGS = libvirt.VIR_DOMAIN_START_AUTODESTROY
+"""How a VM's domain is created: gone when our connection closes, so a crashed harness
+leaves no VM running."""
 
 
 def boot(config: VmConfig) -> Vm:
