@@ -11,7 +11,7 @@ test: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 
-test-fast: setup  # the inner loop: no VM boots, no whole runs (make test runs them too)
+test-fast: setup  # the inner loop: no VM boots, whole runs or image builds (make test has them)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -m "not slow"
 
