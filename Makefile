@@ -2,7 +2,7 @@
 # both run the idempotent `make setup` first.
 PYTHON := .venv/bin/python
 
-.PHONY: setup test lint bench bench-image
+.PHONY: setup test test-fast lint bench bench-image
 
 setup:
 	scripts/setup.sh
@@ -10,6 +10,10 @@ setup:
 test: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
+
+test-fast: setup  # the inner loop: no VM boots, whole runs or image builds (make test has them)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -m "not slow"
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -4,12 +4,26 @@ read in its own direction (``vmvc_better``), regressions first."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
+
 import pyperf
 
 
-def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
+def differ_significantly(values_a: Sequence[float], values_b: Sequence[float]) -> bool:
+    """Whether two samples differ beyond their noise, by pyperf's test; one value on a side
+    cannot say."""
     from pyperf._utils import is_significant  # pinned: pyperf>=2.6,<3
 
+    if len(values_a) < 2 or len(values_b) < 2:
+        return False
+    try:
+        return bool(is_significant(values_a, values_b)[0])
+    except ZeroDivisionError:  # no spread at all on either side
+        return statistics.fmean(values_a) != statistics.fmean(values_b)
+
+
+def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
     rows = []
     names_b = set(b.get_benchmark_names())
     for bench_a in a:
@@ -23,12 +37,7 @@ def compare(a: pyperf.BenchmarkSuite, b: pyperf.BenchmarkSuite) -> list[dict]:
                          "change": None, "significant": False, "verdict": "not comparable",
                          "unit": unit, "unit_b": bench_b.get_metadata().get("vmvc_unit", "s")})
             continue
-        values_a, values_b = bench_a.get_values(), bench_b.get_values()
-        try:
-            significant = len(values_a) > 1 and len(values_b) > 1 and \
-                bool(is_significant(values_a, values_b)[0])
-        except ZeroDivisionError:  # no spread at all on either side
-            significant = bench_a.mean() != bench_b.mean()
+        significant = differ_significantly(bench_a.get_values(), bench_b.get_values())
         higher = bench_a.get_metadata().get("vmvc_better") == "higher"
         change = bench_b.mean() / bench_a.mean()
         improved = change > 1 if higher else change < 1

@@ -4,10 +4,12 @@ each decided by this run's numbers."""
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from reports.compare import differ_significantly
 from reports.load import Run
 from results import BACKEND_ORDER, backends_in_order
 from results import format_value as fmt
@@ -61,11 +63,11 @@ def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) 
               if r[column] is not None and not pd.isna(r[column])}
     if not values:
         return row
-    best_value = (max if row.better == "higher" else min)(values.values())
     sources = {backend: part[part["backend"] == backend].iloc[0] for backend in values}
     margins = {backend: _margin(source, error) for backend, source in sources.items()}
     noise = {backend: error is not None and _within_noise(value, margins[backend])
              for backend, value in values.items()}
+    best = _clear_leader(values, sources, margins, row.better)
     # a ratio to a figure that is zero within its error says nothing
     bare = None if noise.get("bare") else values.get("bare")
     for backend, value in values.items():
@@ -77,10 +79,31 @@ def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) 
         if noise[backend]:
             text += " (within the noise)"  # still the best when lower is better: it is ~0
         row.cells[backend] = {"value": value, "text": text,
-                              "ratio": ratio, "best": value == best_value,
+                              "ratio": ratio, "best": backend == best,
                               "definition": source["definition"], "name": source["name"],
                               "statistic": column}
     return row
+
+
+def _clear_leader(values: dict[str, float], sources: dict[str, pd.Series],
+                  margins: dict[str, float | None], better: str) -> str | None:
+    """The backend that leads the runner-up outside the noise, or None: a mark on a lead
+    within the noise crowns whichever backend this run's noise favoured. Medians are told
+    apart by pyperf's t-test (as `vmvc compare` tells runs apart); a figure with a standard
+    error (the density slope) leads when its ± 2 errors, as shown, do not overlap the
+    runner-up's."""
+    if len(values) < 2:
+        return None
+    first, second = sorted(values, key=values.get, reverse=better == "higher")[:2]
+    if margins[first] is not None or margins[second] is not None:
+        if margins[first] is None or margins[second] is None:
+            return None
+        gap = abs(values[first] - values[second])
+        return first if gap > 2 * (margins[first] + margins[second]) else None
+    samples = [list(sources[b]["values"]) for b in (first, second)]
+    means_agree = (statistics.fmean(samples[0]) > statistics.fmean(samples[1])) == \
+        (better == "higher")
+    return first if means_agree and differ_significantly(*samples) else None
 
 
 def _margin(source: pd.Series, error: str | None) -> float | None:

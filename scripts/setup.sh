@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   mmdebstrap debian-archive-keyring busybox-static e2fsprogs kmod tar crun runc uidmap
   iproute2 nftables util-linux procps libseccomp2 libseccomp-dev umoci gcc python3-dev python3-venv
+  libxml2-utils  # xmllint, which libvirt-clients' virt-xml-validate runs (the domain XML test)
 )
 # the report tests load the HTML in a real browser: Debian's chromium (Ubuntu ships it as a
 # snap, which does not run here; the test says so and skips);

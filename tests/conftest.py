@@ -1,11 +1,12 @@
 """Shared fixtures: the images, and a session-wide check that nothing leaks.
 
-The suite's rule is that no mount, QEMU process, scratch or temporary directory outlives
-the operation or test that made it; ``no_leaks`` compares the host before and after.
+The suite's rule is that no mount, QEMU or instance process, scratch or temporary directory
+outlives the operation or test that made it; ``no_leaks`` compares the host before and after.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,30 @@ def _qemu_pids() -> set[int]:
     return pids
 
 
+def instance_processes(session: int | None = None) -> set[str]:
+    """Processes of a benchmark instance: bare's mark in their environment, or their root in
+    an image layer (a chrooted process that lost its mark); with *session*, only those of
+    that session (an orphan keeps it: how a run's leftovers are told from another's)."""
+    from bench.backends.bare import MARK
+    from runtime.container import DEFAULT_DATA
+
+    layers = f"{DEFAULT_DATA}/layers/"
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            marked = f"\0{MARK}=".encode() in b"\0" + (entry / "environ").read_bytes()
+            rooted = os.readlink(entry / "root").startswith(layers)
+            in_session = session is None or \
+                int((entry / "stat").read_text().rpartition(")")[2].split()[3]) == session
+            if (marked or rooted) and in_session:
+                found.add(f"{entry.name} {(entry / 'cmdline').read_bytes()!r}")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found
+
+
 def _vmvc_temp() -> set[str]:
     tmp = {p.name for pattern in ("vmvc-*", "mmdebstrap.*") for p in Path("/tmp").glob(pattern)}
     scratch = image_scratch_dir(image_cache_dir())
@@ -41,12 +66,13 @@ def _vmvc_temp() -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks():
-    before = (_mount_points(), _qemu_pids(), _vmvc_temp())
+    before = (_mount_points(), _qemu_pids(), _vmvc_temp(), instance_processes())
     yield
-    after = (_mount_points(), _qemu_pids(), _vmvc_temp())
+    after = (_mount_points(), _qemu_pids(), _vmvc_temp(), instance_processes())
     assert after[0] <= before[0], f"mounts left behind: {after[0] - before[0]}"
     assert after[1] <= before[1], f"QEMU processes left behind: {after[1] - before[1]}"
     assert after[2] <= before[2], f"temporary dirs left behind: {after[2] - before[2]}"
+    assert after[3] <= before[3], f"instance processes left behind: {after[3] - before[3]}"
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +179,13 @@ def vmvc(*args: str, workloads: Path | None = None, env: dict | None = None,
         environ["VMVC_WORKLOADS_DIR"] = str(workloads)
     return subprocess.run([VMVC, *args], capture_output=True, text=True, env=environ,
                           timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def host_accelerator() -> str:
+    """What `vmvc doctor` decides for this host ("kvm" or "tcg"): a run must say the same."""
+    result = vmvc("doctor", "--json", timeout=300)
+    return json.loads(result.stdout)["accelerator"]
 
 
 @pytest.fixture(scope="session")

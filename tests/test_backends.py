@@ -5,6 +5,7 @@ stay apart, and every instance leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from bench.harness import measure
 from bench.metrics import density as density_metric
 from paths import BENCH_WORKDIR
 from runtime.container import DEFAULT_ROOT
+from tests.conftest import instance_processes
 
 HOST_AND_CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
 
@@ -35,6 +37,23 @@ def test_bare_cannot_write_the_shared_layer(context: BackendContext) -> None:
         assert instance.exec(["touch", "/tmp/x", "/var/tmp/y"], 30).exit_code == 0
     assert not (backend.root() / "etc" / "vmvc-was-here").exists()
     assert not list(BENCH_WORKDIR.glob("bare-*"))
+
+
+def test_bare_stops_its_first_process_even_without_its_mark(context: BackendContext) -> None:
+    """bare finds an instance's processes by the mark in their environment, which a process
+    can drop (env -i here) and which reads empty while it is in execve (`ready`'s shell
+    exec'ing sleep): its first process is stopped by its pid all the same."""
+    backend = make_backend("bare", context)
+    before = instance_processes()
+    instance = backend.start(["env", "-i", "sleep", "1000000"])
+    try:
+        deadline = time.monotonic() + 10
+        while b"sleep" not in Path(f"/proc/{instance.main.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "env did not exec sleep"
+            time.sleep(0.01)
+    finally:
+        instance.stop()
+    assert instance_processes() <= before
 
 
 @pytest.mark.parametrize("name", HOST_AND_CONTAINERS)

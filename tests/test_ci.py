@@ -4,6 +4,7 @@ run dirs into one report; the Vagrantfile passes `vagrant validate` where vagran
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -39,8 +40,10 @@ def test_every_workflow_step_runs_the_one_script() -> None:
     assert "scripts/ci-bench.sh merge" in text  # the matrix's run dirs in one report
 
 
+@pytest.mark.slow
 def test_ci_script_end_to_end_under_tcg(tiny_image, full_image, workloads_dir: Path,
-                                        container_run: Path, tmp_path: Path) -> None:
+                                        container_run: Path, host_accelerator: str,
+                                        tmp_path: Path) -> None:
     out = tmp_path / "runs" / "here"
     summary = tmp_path / "step-summary.md"
     env = {**os.environ, "VMVC_SUITE": "quick", "VMVC_BACKENDS": "bare,builtin,vm",
@@ -53,7 +56,9 @@ def test_ci_script_end_to_end_under_tcg(tiny_image, full_image, workloads_dir: P
         assert (out / name).exists(), name
     text = summary.read_text()
     assert "## At a glance" in text and "startup to the exit of true" in text
-    assert "Emulated VMs" in text or "kvm" in (out / "manifest.json").read_text()
+    accelerator = json.loads((out / "manifest.json").read_text())["accelerator"]["accelerator"]
+    assert accelerator == host_accelerator
+    assert ("Emulated VMs" in text) == (accelerator != "kvm")  # the TCG banner, only under TCG
 
     merged = tmp_path / "runs" / "matrix" / "report.html"
     result = subprocess.run([str(SCRIPT), "merge", str(merged), str(out), str(container_run),

@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from image.build import ImageArtifacts
 from tests.guest_boot import GuestAgent, booted, wait_for_line
+
+pytestmark = pytest.mark.slow  # every test boots QEMU
 
 
 def test_tiny_image_boots_to_the_guest_init(tiny_image: ImageArtifacts, tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def mounted_tmpfs(tmp_path: Path, as_root: None) -> Iterator[callable]:
         subprocess.run(["umount", point], check=True)
 
 
+@pytest.mark.slow
 def test_unknown_package(tmp_path: Path) -> None:
     proc = vmvc("image", "build", "--package", "vmvc-no-such-package", "--cache-dir",
                 str(tmp_path / "cache"))
@@ -59,6 +60,7 @@ def test_unknown_package(tmp_path: Path) -> None:
     assert_no_artifacts(tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_unreachable_mirror(tmp_path: Path) -> None:
     # A closed port on loopback: nothing leaves the machine.
     proc = vmvc("image", "build", "--profile", "tiny", "--mirror", "http://127.0.0.1:9/debian",
@@ -78,6 +80,7 @@ def _du(path: Path) -> int:
                               check=True).stdout.split()[0])
 
 
+@pytest.mark.slow
 def test_full_disk_during_build(mounted_tmpfs, tiny_image) -> None:
     """The package index and downloads fit; unpacking the kernel and the disk do not."""
     source = image_cache_dir()

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from image.build import ImageArtifacts, build_image
 from image.content_check import (
     digest_of_ext4,
@@ -26,6 +28,7 @@ def test_cached_build_returns_the_same_entry(full_image: ImageArtifacts) -> None
     assert again.cached and again.entry == full_image.entry
 
 
+@pytest.mark.slow
 def test_container_and_vm_get_the_same_bits(full_image: ImageArtifacts, tmp_path: Path) -> None:
     from_oci = digest_of_oci_layout(full_image.oci_layout, tmp_path / "layers")
     from_ext4 = digest_of_ext4(full_image.disk, tmp_path / "ext4")
@@ -33,6 +36,7 @@ def test_container_and_vm_get_the_same_bits(full_image: ImageArtifacts, tmp_path
     assert recorded_digest_of_ext4(full_image.disk) == full_image.digest
 
 
+@pytest.mark.slow
 def test_workload_tools_are_in_the_image(full_image: ImageArtifacts, tmp_path: Path) -> None:
     (lower,) = unpack_layers(read_manifest(full_image.oci_layout), tmp_path)
     for tool in TOOLS:

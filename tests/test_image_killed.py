@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from image.build import build_image
 from image.fs_cleanup import mounts_below
 from paths import image_cache_dir
@@ -46,6 +48,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_sigkill_during_mmdebstrap(tmp_path: Path, tiny_image) -> None:
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()

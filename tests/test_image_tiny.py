@@ -35,6 +35,7 @@ def tiny(cache_dir: Path) -> ImageArtifacts:
     return build_image("tiny", cache_dir)
 
 
+@pytest.mark.slow
 def test_contract_lists_existing_artifacts(tiny: ImageArtifacts) -> None:
     contract = tiny.contract()
     assert {"digest", "oci_layout", "disk", "kernel", "initramfs"} <= contract.keys()
@@ -47,6 +48,7 @@ def test_contract_lists_existing_artifacts(tiny: ImageArtifacts) -> None:
     assert "virtio_blk.ko" in manifest["guest_modules"]
 
 
+@pytest.mark.slow
 def test_same_digest_from_oci_layers_and_from_ext4(tiny: ImageArtifacts, tmp_path: Path) -> None:
     from_oci = digest_of_oci_layout(tiny.oci_layout, tmp_path / "layers")
     from_ext4 = digest_of_ext4(tiny.disk, tmp_path / "ext4")
@@ -57,6 +59,7 @@ def test_same_digest_from_oci_layers_and_from_ext4(tiny: ImageArtifacts, tmp_pat
     assert image.config["config"]["Labels"][DIGEST_ANNOTATION] == tiny.digest
 
 
+@pytest.mark.slow
 def test_layout_is_read_by_umoci(tiny: ImageArtifacts, tmp_path: Path) -> None:
     """A third-party image-spec implementation unpacks the layout to the same bits."""
     bundle = tmp_path / "bundle"
@@ -68,6 +71,7 @@ def test_layout_is_read_by_umoci(tiny: ImageArtifacts, tmp_path: Path) -> None:
     assert (bundle / "rootfs/usr/local/sbin/vmvc-init").stat().st_mode & 0o111
 
 
+@pytest.mark.slow
 def test_second_build_is_a_cache_hit(tiny: ImageArtifacts, cache_dir: Path) -> None:
     again = build_image("tiny", cache_dir)
     assert again.cached and again.entry == tiny.entry and again.digest == tiny.digest
@@ -85,6 +89,7 @@ def _layer_blob(image: ImageArtifacts) -> Path:
     return read_manifest(image.oci_layout).blob(read_manifest(image.oci_layout).layers[0]["digest"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["flip-layer-byte", "flip-disk-byte", "truncate-kernel",
                                     "drop-manifest", "delete-initramfs"])
 def test_damaged_entry_is_detected_and_rebuilt(tiny: ImageArtifacts, cache_dir: Path,
@@ -106,6 +111,7 @@ def test_damaged_entry_is_detected_and_rebuilt(tiny: ImageArtifacts, cache_dir: 
     assert cache.corruption(rebuilt.entry) is None
 
 
+@pytest.mark.slow
 def test_scratch_of_a_dead_build_is_removed(tiny: ImageArtifacts, cache_dir: Path) -> None:
     stale = cache_dir / "tmp" / f"{tiny.entry.name}.{_dead_pid()}"
     (stale / "rootfs").mkdir(parents=True)
@@ -119,12 +125,14 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_build_leaves_only_the_entry(tiny: ImageArtifacts, cache_dir: Path) -> None:
     assert list((cache_dir / "tmp").iterdir()) == []
     assert sorted(p.name for p in tiny.entry.iterdir()) == [
         "artifacts.json", "disk.ext4", "initramfs.img", "oci", "vmlinuz"]
 
 
+@pytest.mark.slow
 def test_prune_removes_only_superseded_entries(tiny: ImageArtifacts, cache_dir: Path) -> None:
     older = tiny.entry.with_name("tiny-0000older0000")
     shutil.copytree(tiny.entry, older)
@@ -136,6 +144,7 @@ def test_prune_removes_only_superseded_entries(tiny: ImageArtifacts, cache_dir: 
     assert cache.corruption(tiny.entry) is None
 
 
+@pytest.mark.slow
 def test_offline_refresh_falls_back_to_the_cached_image(tiny: ImageArtifacts,
                                                         cache_dir: Path) -> None:
     """In a network namespace of its own (no route anywhere), a forced index refresh fails:

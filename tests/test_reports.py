@@ -76,6 +76,7 @@ def test_report_from_the_stored_run(tmp_path: Path) -> None:
         assert (run_dir / name).exists() and f'href="{name}"' in text
 
 
+@pytest.mark.slow
 def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "out" / "live.html"
@@ -97,6 +98,7 @@ def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
     assert "| startup to the exit of true" in text
 
 
+@pytest.mark.slow
 def test_several_run_dirs_one_report(container_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "both.html"
     result = report(str(FIXTURE), str(container_run), "-o", str(out))
@@ -253,3 +255,47 @@ def test_a_burst_of_vms_changes_the_startup_verdict_only_when_it_should() -> Non
     slow, evidence = verdict(70.0)
     assert slow == "holds for 4 VMs started at once" and "4 at once" in evidence
     assert verdict(20.0)[0] == "does not hold"
+
+
+def glance_of(*benchmarks: pyperf.Benchmark) -> list:
+    from reports.load import Run, frame_of
+    from reports.summary import glance
+
+    suite = pyperf.BenchmarkSuite(list(benchmarks))
+    return glance(Run(Path("synthetic"), {}, suite, frame_of(suite, {})))
+
+
+def cost_benchmark(backend: str, values: list[float]) -> pyperf.Benchmark:
+    return pyperf.Benchmark([pyperf.Run([v], metadata={
+        "name": f"cost:disk:{backend}", "loops": 1, "vmvc_unit": "IOPS",
+        "vmvc_better": "higher"}, collect_metadata=False) for v in values])
+
+
+def starred(row) -> list[str]:
+    return [backend for backend, cell in row.cells.items() if cell["best"]]
+
+
+def test_the_best_is_marked_only_when_its_lead_is_outside_the_noise() -> None:
+    # the quick run's disk figures: a 1.1x lead on two noisy values each is no lead
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7716]), cost_benchmark("runc", [6347, 6919]))
+    assert starred(row) == []
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7316, 7296]),
+                       cost_benchmark("runc", [6347, 6355, 6339]))
+    assert starred(row) == ["bare"]
+    (row,) = glance_of(cost_benchmark("bare", [7305, 7316, 7296]))
+    assert starred(row) == []  # nothing to lead
+
+
+def test_the_best_density_slope_is_marked_only_apart_from_the_next() -> None:
+    mib = 2**20
+    apart = [density_benchmark([(n, 300 * mib * n + e) for n, e in
+                                ((1, mib), (2, -mib), (4, mib), (8, 0))], "vm"),
+             density_benchmark([(n, 100 * mib * n + e) for n, e in
+                                ((1, mib), (2, -mib), (4, mib), (8, 0))], "runc")]
+    (row,) = glance_of(*apart)
+    assert starred(row) == ["runc"]
+    close = [density_benchmark([(n, 101 * mib * n + e) for n, e in
+                                ((1, 9 * mib), (2, -9 * mib), (4, 9 * mib), (8, 0))], "vm"),
+             apart[1]]
+    (row,) = glance_of(*close)
+    assert starred(row) == []

@@ -24,6 +24,8 @@ from vmdriver import vm as vm_module
 from vmdriver.errors import VmError
 from vmdriver.vm import NAME_PREFIX, PHASE_EVENTS, PHASES, Vm, VmConfig, boot
 
+pytestmark = pytest.mark.slow  # every test boots a VM or starts libvirt domains
+
 
 def vmvc_domains() -> set[str]:
     conn = libvirt.open("qemu:///system")

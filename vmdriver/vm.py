@@ -204,6 +204,18 @@ def _render_xml(**values: object) -> str:
     return env.get_template("domain.xml.j2").render(**values)
 
 
+def domain_xml(name: str, workdir: Path, config: VmConfig, verdict: KvmVerdict) -> str:
+    """The transient domain of one VM: KVM with the host's CPU passed through, or QEMU's
+    TCG with its default CPU; the disk, sockets and serial log in *workdir*."""
+    return _render_xml(
+        domain_type=verdict.libvirt_domain_type, name=name, accelerator=verdict.accelerator,
+        workdir=workdir, memory_mib=config.memory_mib, vcpus=config.vcpus,
+        kernel=Path(config.kernel).resolve(), initramfs=Path(config.initramfs).resolve(),
+        cmdline=config.cmdline, emulator=QEMU, overlay=workdir / "disk.qcow2",
+        serial_log=workdir / "serial.log", agent_socket=workdir / "agent.sock",
+        marker_socket=workdir / "marker.sock")
+
+
 def _check_config(config: VmConfig) -> None:
     for what, path in (("kernel", config.kernel), ("initramfs", config.initramfs),
                        ("disk", config.disk)):
@@ -345,6 +357,11 @@ def _claim_workdir(workdir: Path) -> int:
     return fd
 
 
+CREATE_FLAGS = libvirt.VIR_DOMAIN_START_AUTODESTROY
+"""How a VM's domain is created: gone when our connection closes, so a crashed harness
+leaves no VM running."""
+
+
 def boot(config: VmConfig) -> Vm:
     """Boot a VM from the image; returns once a first command ran through the guest agent."""
     _check_config(config)
@@ -360,13 +377,7 @@ def boot(config: VmConfig) -> Vm:
         lock_fd = _claim_workdir(workdir)
         overlay = workdir / "disk.qcow2"
         _create_overlay(config.disk, overlay)
-        xml = _render_xml(
-            domain_type=verdict.libvirt_domain_type, name=name, accelerator=verdict.accelerator,
-            workdir=workdir, memory_mib=config.memory_mib, vcpus=config.vcpus,
-            kernel=Path(config.kernel).resolve(), initramfs=Path(config.initramfs).resolve(),
-            cmdline=config.cmdline, emulator=QEMU, overlay=overlay,
-            serial_log=workdir / "serial.log", agent_socket=workdir / "agent.sock",
-            marker_socket=workdir / "marker.sock")
+        xml = domain_xml(name, workdir, config, verdict)
         watch = _Watch(name, workdir / "serial.log", workdir / "marker.sock")
         try:
             callbacks.append(conn.domainEventRegisterAny(
@@ -377,7 +388,7 @@ def boot(config: VmConfig) -> Vm:
             raise VmError(f"libvirt events: {exc.get_error_message()}") from exc
         watch.begin()
         try:
-            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+            dom = conn.createXML(xml, CREATE_FLAGS)
         except libvirt.libvirtError as exc:
             raise VmError(f"starting {name}: {_one_line(exc.get_error_message())}") from exc
         create_call = time.monotonic() - watch.start

@@ -171,10 +171,16 @@ class BareInstance(Instance):
             return captured.outcome(code, time.monotonic() - start)
 
     def pids(self) -> list[int]:
-        """Every live process of this instance, daemons included (by its environment mark,
-        and by its memory cgroup: a process may clear its environment)."""
-        in_cgroup = self.account.pids() if self.account is not None else []
-        return sorted(set(marked_pids(self.id)) | set(in_cgroup))
+        """Every live process of this instance, daemons included: by its environment mark, by
+        its memory cgroup (a process may clear its environment), and its first process by its
+        pid (while a process is in execve its environment reads empty: `ready`'s shell
+        exec'ing sleep, which a stop that saw no mark left running)."""
+        found = set(marked_pids(self.id))
+        if self.account is not None:
+            found |= set(self.account.pids())
+        if self.main is not None and self.main.poll() is None:
+            found.add(self.main.pid)
+        return sorted(found)
 
     def memory(self) -> MemoryReading:
         if self.account is None:
