@@ -15,10 +15,12 @@ file systems). It stays the host: the host's /dev is there, raw disk included.
 No seccomp, no other namespace: the host's network (iperf3 over the host's loopback), PIDs
 and scheduler; files of ids other than root show as nobody. An instance made by ``start()``
 is accounted in a memory cgroup of its own (``vmvc-bare-<id>``, no limit, no other
-controller: accounting, not isolation), so its memory is read as a container's is; each of
-its processes joins it before its exec (commands run in it too, through /bin/sh writing its
-own pid there: ~0.3 ms). Startup's short-lived instances get none: the baseline's startup
-stays fork, chroot, exec.
+controller: accounting, not isolation), so its idle memory is read as a container's is: its
+first process joins it before its exec. Commands run in it do not: moving a task between
+v1 cgroups waits for an RCU grace period (1-10 ms here), which would land in every timed
+command of the baseline (``sleep 0.2`` read 209-212 ms); they are found by the instance's
+mark instead. Startup's short-lived instances get none: the baseline's startup stays
+fork, chroot, exec.
 """
 
 from __future__ import annotations
@@ -155,9 +157,6 @@ class BareInstance(Instance):
         # --preserve-credentials: setgroups is denied there, and root stays root
         nsenter = [shutil.which("nsenter") or "nsenter", f"--target={self.main.pid}", "--user",
                    "--mount", "--preserve-credentials", "--root", "--wd", "--"]
-        if self.account is not None:  # into its memory cgroup first, as `docker exec` joins
-            nsenter = ["/bin/sh", "-c", 'echo $$ >"$0" && exec "$@"',
-                       f"{self.account.dir}/cgroup.procs", *nsenter]
         return subprocess.Popen([*nsenter, *argv], stdin=subprocess.DEVNULL, stdout=stdout,
                                 stderr=stderr, env=self.env(), close_fds=True)
 
