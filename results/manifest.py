@@ -80,6 +80,7 @@ class Settings:
     vm_memory_mib: int
     vm_vcpus: int
     suite_counts: dict[str, Any]
+    burst_max: int | None = None  # absent in runs made before the burst metric
 
 
 @dataclass

@@ -63,3 +63,14 @@ def test_the_run_dir_knows_every_metric_in_the_plans_order() -> None:
     import results
 
     assert tuple(METRICS) == results.METRICS
+
+
+def test_burst_max_caps_the_suites_burst_sizes() -> None:
+    from bench.harness.plan import suite_with
+
+    def sizes(burst_max: int | None) -> list[str]:
+        suite = suite_with("full", burst_max=burst_max)
+        return [t.workload for t in build_plan(["crun"], [], suite, 1) if t.metric == "burst"]
+
+    assert sizes(None) == ["x1", "x4", "x16"]
+    assert sizes(4) == ["x1", "x4"] and sizes(0) == []

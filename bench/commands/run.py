@@ -37,6 +37,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                         help="memory limit for container instances (default: none)")
     parser.add_argument("--density-max", type=int, default=None,
                         help="density: up to this many idle instances (quick 0, full 32)")
+    parser.add_argument("--burst-max", type=int, default=None,
+                        help="burst: only bursts of up to this many instances at once "
+                             "(quick 4, full 1, 4, 16; 0: none)")
     parser.add_argument("--vm-boots", type=int, default=None,
                         help="VM boots for startup/boot-phase/memory (quick 2, full 10)")
     parser.add_argument("--vm-memory-mib", type=int, default=None, help="VM RAM (default 512)")
@@ -51,6 +54,7 @@ def _settings_from_args(args: argparse.Namespace):
     settings = Settings()
     given = {"suite": args.suite, "repeat": args.repeat, "image": args.image, "cpus": args.cpus,
              "memory_mib": args.memory_mib, "density_max": args.density_max,
+             "burst_max": args.burst_max,
              "vm_boots": args.vm_boots, "vm_memory_mib": args.vm_memory_mib,
              "vm_vcpus": args.vm_vcpus}
     for name, value in given.items():
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise VmvcError("vmvc run needs root (namespaces, cgroups, mounts, libvirt)")
     if args.resume is not None:
         chosen = [a for a in ("suite", "backends", "workloads", "repeat", "out", "image", "cpus",
-                              "memory_mib", "density_max", "vm_boots", "vm_memory_mib",
+                              "memory_mib", "density_max", "burst_max", "vm_boots",
+                              "vm_memory_mib",
                               "vm_vcpus") if getattr(args, a) is not None]
         if chosen:
             raise VmvcError(f"--resume continues with the run's own settings: drop "

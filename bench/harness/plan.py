@@ -50,8 +50,11 @@ SUITES = {
 }
 
 
-def suite_with(name: str, density_max: int | None = None, vm_boots: int | None = None) -> Suite:
+def suite_with(name: str, density_max: int | None = None, vm_boots: int | None = None,
+               burst_max: int | None = None) -> Suite:
     suite = SUITES[name]
+    if burst_max is not None:
+        suite = replace(suite, burst_sizes=tuple(n for n in suite.burst_sizes if n <= burst_max))
     if density_max is not None:
         suite = replace(suite, density_max=density_max)
     if vm_boots is not None:

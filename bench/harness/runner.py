@@ -63,9 +63,10 @@ class Settings:
     vm_boots: int | None = None
     vm_memory_mib: int = 512
     vm_vcpus: int = 1
+    burst_max: int | None = None
 
     def suite_counts(self) -> Suite:
-        return suite_with(self.suite, self.density_max, self.vm_boots)
+        return suite_with(self.suite, self.density_max, self.vm_boots, self.burst_max)
 
     def recorded(self, counts: Suite) -> RecordedSettings:
         """These settings as the manifest records them, with the counts they came to."""
@@ -95,6 +96,7 @@ def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
                                 f"{', '.join(workloads[name].packages)} (use --image full)")
     for option, value, least in (("--vm-boots", settings.vm_boots, 1),
                                  ("--density-max", settings.density_max, 0),
+                                 ("--burst-max", settings.burst_max, 0),
                                  ("--vm-memory-mib", settings.vm_memory_mib, 128),
                                  ("--vm-vcpus", settings.vm_vcpus, 1),
                                  ("--memory-mib", settings.memory_mib, 8)):
