@@ -404,15 +404,22 @@ def check_proc(linux: Linux, root_fd: int, mounts: list[Mount]) -> bool:
     return is_proc
 
 
-def make_readonly(linux: Linux, root_fd: int, path: str) -> None:
-    """Bind *path* onto itself read-only (and its submounts). Absent: nothing to protect;
-    present but unreachable safely: an error, never skipped."""
+def _open_present(linux: Linux, root_fd: int, path: str, field: str) -> int | None:
+    """*path* opened in the root, None if absent (nothing to protect there); present but
+    not reachable safely: an error naming *field*, never skipped."""
     try:
-        fd = open_in_root(linux, root_fd, path)
+        return open_in_root(linux, root_fd, path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
-        raise _unsafe(f"linux.readonlyPaths {path}", exc) from exc
+        raise _unsafe(f"{field} {path}", exc) from exc
+
+
+def make_readonly(linux: Linux, root_fd: int, path: str) -> None:
+    """Bind *path* onto itself read-only (and its submounts)."""
+    fd = _open_present(linux, root_fd, path, "linux.readonlyPaths")
+    if fd is None:
+        return
     try:
         linux.mount(fd_path(fd), fd_path(fd), None, MS_BIND | MS_REC)
     finally:
@@ -437,17 +444,13 @@ def kept_flags(fd: int) -> int:
 
 
 def mask_all(linux: Linux, root_fd: int, paths: list[str]) -> None:
-    """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory.
-    Absent: nothing to hide; present but unreachable safely: an error, never skipped."""
+    """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory."""
     null = -1
     try:
         for path in paths:
-            try:
-                fd = open_in_root(linux, root_fd, path)
-            except FileNotFoundError:
+            fd = _open_present(linux, root_fd, path, "linux.maskedPaths")
+            if fd is None:
                 continue
-            except OSError as exc:
-                raise _unsafe(f"linux.maskedPaths {path}", exc) from exc
             try:
                 if stat.S_ISDIR(os.fstat(fd).st_mode):
                     linux.mount("tmpfs", fd_path(fd), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=2")
