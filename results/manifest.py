@@ -80,7 +80,13 @@ class Settings:
     vm_memory_mib: int
     vm_vcpus: int
     suite_counts: dict[str, Any]
-    burst_max: int | None = None  # absent in runs made before the burst metric
+    burst_max: int | None = None  # written only when given: older runs have no such key
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        if data["burst_max"] is None:
+            del data["burst_max"]
+        return data
 
 
 @dataclass
@@ -185,7 +191,7 @@ class Manifest:
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**data, "settings": asdict(self.settings), "image": asdict(self.image),
+        return {**data, "settings": self.settings.as_json(), "image": asdict(self.image),
                 "accelerator": self.accelerator.as_json(), "host": asdict(self.host),
                 "checks": [asdict(c) for c in self.checks],
                 "backends": {k: v.as_json() for k, v in self.backends.items()},
