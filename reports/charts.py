@@ -40,6 +40,19 @@ def to_svg(fig: plt.Figure) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S)
 
 
+def _time_strip(fig: plt.Figure, ax: plt.Axes, rows: list[str], xlabel: str) -> str:
+    """The startup and burst strips' axes: seconds on a log scale, one row per label."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+              frameon=False)
+    return to_svg(fig)
+
+
 def startup_strip(frame: pd.DataFrame) -> str | None:
     """Every startup value per backend, log scale: to exit of `true` and to first line."""
     part = frame[frame["metric"] == "startup"]
@@ -59,15 +72,7 @@ def startup_strip(frame: pd.DataFrame) -> str | None:
                        if i == 0 else None)
             ax.plot([row.iloc[0]["median"]] * 2, [i + offset - 0.1, i + offset + 0.1],
                     color="black", linewidth=1.5)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
-    ax.set_yticks(range(len(backends)), backends)
-    ax.invert_yaxis()
-    ax.set_xlabel("time from start requested (log scale; bar: median)")
-    ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
-              frameon=False)
-    return to_svg(fig)
+    return _time_strip(fig, ax, backends, "time from start requested (log scale; bar: median)")
 
 
 def burst(frame: pd.DataFrame) -> str | None:
@@ -90,15 +95,8 @@ def burst(frame: pd.DataFrame) -> str | None:
         done = part[(part["workload"] == f"x{n}") & (part["backend"] == backend)].iloc[0]
         ax.plot([done["median"]] * 2, [i - 0.3, i + 0.3], color="black", linewidth=1.8,
                 label="all up (median)" if i == 0 else None)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
-    ax.set_yticks(range(len(rows)), [f"{b}, N={n}" for n, b in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("time from all N requested at once (log scale)")
-    ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
-              frameon=False)
-    return to_svg(fig)
+    return _time_strip(fig, ax, [f"{b}, N={n}" for n, b in rows],
+                       "time from all N requested at once (log scale)")
 
 
 def boot_phases(frame: pd.DataFrame) -> str | None:

@@ -1,8 +1,9 @@
 """The image's /etc/passwd and /etc/group, read on the host to resolve a username.
 
-The image is not trusted: its account files are opened inside its root, never through a
-final symlink, without blocking (a FIFO would hang ``create`` forever) or taking a terminal,
-and read only if they are regular files, up to a bound.
+The image is not trusted: its account files are opened by the kernel inside its root
+(openat2 RESOLVE_IN_ROOT, as every mount target is: no symlink or ``..`` leaves it, no check
+and use apart), without blocking (a FIFO would hang ``create`` forever) or taking a
+terminal, and read only if they are regular files, up to a bound.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ import stat
 from runtime.errors import ContainerError
 
 MAX_BYTES = 16 << 20  # far beyond any real account file; an endless one stops here
-_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 
 
 def open_account_file(rootfs: str, path: str) -> io.StringIO:
     """*path* (``/etc/passwd``, ``/etc/group``) of *rootfs*, read whole, as lines to iterate.
     OSError (a missing file) as open() would raise it; ContainerError for anything but a
     regular file."""
-    from runtime.mounts import resolve_in_root
+    from runtime.linux import Linux
+    from runtime.mounts import open_in_root
 
-    fd = os.open(resolve_in_root(rootfs, path), _FLAGS)
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(Linux(), root_fd, path, flags=_FLAGS)
+    finally:
+        os.close(root_fd)
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

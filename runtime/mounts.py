@@ -98,37 +98,6 @@ def cleared_flags(options: list[str]) -> int:
     return cleared
 
 
-def resolve_in_root(root: str, path: str) -> str:
-    """*path* inside *root*, following symlinks as if *root* were ``/`` (like chroot would),
-    in user space: for reading the image's files on the host side (its /etc/passwd), never
-    for a mount target (see :func:`open_in_root`).
-
-    A component that is a symlink is replaced by its target, absolute targets restart at
-    *root*; ``..`` never climbs above *root*. Missing trailing components are kept as is.
-    """
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise ContainerError(f"too many symlinks resolving {path} in the rootfs")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
 def fd_path(fd: int) -> str:
     """The magic link naming exactly what *fd* is: mounting onto it (or from it) acts on
     that file, wherever an image's symlinks point (runc's and crun's technique)."""

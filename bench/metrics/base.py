@@ -11,7 +11,7 @@ and one line in its ``METRICS`` (see burst.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyperf
@@ -49,7 +49,6 @@ class RunContext:
     accelerator: str
     backend_context: BackendContext | None = None
     pyperf: Callable[[Task, Counts, dict], pyperf.Benchmark] | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def boot_seconds(self) -> float:

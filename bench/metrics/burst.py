@@ -99,11 +99,14 @@ def burst(backend_name: str, context: BackendContext, n: int) -> list[float]:
     starters: list[subprocess.Popen] = []
     with uninterruptible():  # a signal waits until every instance is stopped
         try:
-            for _ in range(n):
-                starters.append(subprocess.Popen(argv, pass_fds=kept, stdin=subprocess.DEVNULL,
-                                                 start_new_session=True))
-            for fd in kept:
-                os.close(fd)
+            try:
+                for _ in range(n):
+                    starters.append(subprocess.Popen(argv, pass_fds=kept,
+                                                     stdin=subprocess.DEVNULL,
+                                                     start_new_session=True))
+            finally:  # the starters hold their ends now: EOF on report_r if they all die
+                for fd in kept:
+                    os.close(fd)
             reports = _Reports(report_r, n)
             reports.wait_for("waiting", time.monotonic() + 120)  # imported, backend made
             start = time.monotonic()
