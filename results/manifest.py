@@ -119,10 +119,18 @@ class WorkloadFacts:
     figure: str
     source: str
     params: dict[str, Any]
+    host_command: str | list[str] | None = None  # a service's client, run on the host
+    figures: dict[str, dict[str, str]] | None = None  # several: name → kind, unit, better
 
     def measured(self) -> tuple:
         """What makes two runs of a workload the same measurement (not its file or wording)."""
-        return (self.command, self.params, self.setup, self.figure, self.unit, self.better)
+        return (self.command, self.params, self.setup, self.figure, self.unit, self.better,
+                self.figures)  # host_command: recorded, not compared (older runs lack it)
+
+    def as_json(self) -> dict:
+        """The optional keys only when set: a run without them reads back byte for byte."""
+        return {k: v for k, v in asdict(self).items()
+                if v is not None or k not in ("host_command", "figures")}
 
 
 @dataclass
@@ -195,6 +203,6 @@ class Manifest:
                 "accelerator": self.accelerator.as_json(), "host": asdict(self.host),
                 "checks": [asdict(c) for c in self.checks],
                 "backends": {k: v.as_json() for k, v in self.backends.items()},
-                "workloads": {k: asdict(v) for k, v in self.workloads.items()},
+                "workloads": {k: v.as_json() for k, v in self.workloads.items()},
                 "failures": [asdict(f) for f in self.failures],
                 "not_applicable": [asdict(n) for n in self.not_applicable]}

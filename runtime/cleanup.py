@@ -69,13 +69,15 @@ def cleanup(state_root: str = DEFAULT_ROOT) -> list[str]:
             removed.append(f"cgroup {rel}")
         except ContainerError as exc:
             removed.append(f"cgroup {rel}: {exc}")
-    if not runtime.list():
-        from runtime import network
+    from runtime import network
 
-        if os.path.exists("/sys/class/net/vmvc0"):
-            network.remove_bridge_if_unused(0)
-            removed.append("bridge vmvc0")
-        if network.firewall_present():  # a run killed between bridge and table
-            network.remove_firewall()
-            removed.append(f"nftables table {network.FIREWALL_TABLE}")
+    with network.Leases() as leases:  # the bridge goes with its last lease
+        removed += leases.prune()
+        if not leases.held():
+            if os.path.exists(f"/sys/class/net/{network.BRIDGE}"):
+                network.remove_bridge()
+                removed.append(f"bridge {network.BRIDGE}")
+            if network.firewall_present():  # a run killed between bridge and table
+                network.remove_firewall()
+                removed.append(f"nftables table {network.FIREWALL_TABLE}")
     return removed

@@ -155,11 +155,10 @@ class Runtime:
                                  "(linux.namespaces: network without a path)")
         from runtime import network
 
-        with network.AddressLock(str(self.store.root)):  # against a delete removing vmvc0
-            network.ensure_bridge()
-            address = network.allocate_address(set(self._addresses().values()))
-            with open(os.path.join(self.store.dir(container_id), "address"), "w") as handle:
-                handle.write(address)
+        address = network.lease_address(f"vmvc-runtime container {container_id}",
+                                        self.store.dir(container_id))
+        with open(os.path.join(self.store.dir(container_id), "address"), "w") as handle:
+            handle.write(address)
         plan.on_init_pid = lambda pid: network.plug(container_id, pid)
         plan.network_setup = lambda: network.configure_inside(address)
         return address
@@ -168,19 +167,11 @@ class Runtime:
         from runtime import network
 
         network.unplug(container_id)
-        with network.AddressLock(str(self.store.root)):
-            with suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.store.dir(container_id), "address"))
-            network.remove_bridge_if_unused(len(self._addresses()))
-
-    def _addresses(self) -> dict[str, str]:
-        """Container id → bridge address reserved, from the state dirs."""
-        found = {}
-        for name in os.listdir(self.store.root) if os.path.isdir(self.store.root) else []:
-            with suppress(OSError), open(
-                    os.path.join(self.store.root, name, "address")) as handle:
-                found[name] = handle.read()
-        return found
+        path = os.path.join(self.store.dir(container_id), "address")
+        with suppress(FileNotFoundError):
+            with open(path) as handle:
+                network.release_address(handle.read())
+            os.unlink(path)
 
     def _seccomp(self, spec: Spec) -> bytes | None:
         if spec.seccomp is None:

@@ -15,6 +15,7 @@ bridge mode.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import os
@@ -104,28 +105,82 @@ def ensure_bridge() -> None:
             raise ContainerError(f"network: cannot set up bridge {BRIDGE}: {exc}") from exc
 
 
-def allocate_address(in_use: set[str]) -> str:
-    """The lowest free host address of the subnet (callers hold no other lock)."""
-    for host in SUBNET.hosts():
-        if host != GATEWAY and str(host) not in in_use:
-            return str(host)
-    raise ContainerError(f"network: no free address left in {SUBNET}")
+LEASES = "/run/vmvc-network"  # the bridge's addresses, host-wide (gone with a reboot, as vmvc0)
 
 
-class AddressLock:
-    """Serialises address allocation between concurrent creators."""
+class Leases:
+    """Who holds which address on vmvc0, for the whole host: one file per address (its
+    owner, and a path that exists as long as the holder does), taken and returned under
+    one lock. Every user of
+    the bridge leases here (the runtime's containers of any state root, the harness's
+    network namespaces, VMs), so no two share an address, and the bridge (and its firewall)
+    goes only once no address is leased."""
 
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, ".network.lock")
+    def __init__(self, directory: str = LEASES) -> None:
+        self.directory = directory
 
-    def __enter__(self) -> AddressLock:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    def __enter__(self) -> Leases:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.fd = os.open(os.path.join(self.directory, ".lock"),
+                          os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *_: object) -> None:
         os.close(self.fd)
+
+    def held(self) -> dict[str, tuple[str, str]]:
+        """Address → (owner, the path that lives as long as it), every lease."""
+        found = {}
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if not name.startswith("."):
+                try:
+                    with open(os.path.join(self.directory, name)) as handle:
+                        owner, _, alive = handle.read().partition("\n")
+                    found[name] = (owner, alive)
+                except FileNotFoundError:
+                    continue
+        return found
+
+    def take(self, owner: str, alive: str) -> str:
+        """The bridge up (made if needed) and its lowest free address leased to *owner*,
+        whose lease lasts while the path *alive* exists (see :meth:`prune`)."""
+        ensure_bridge()
+        held = self.held()
+        for host in SUBNET.hosts():
+            if host != GATEWAY and str(host) not in held:
+                with open(os.path.join(self.directory, str(host)), "x") as handle:
+                    handle.write(f"{owner}\n{alive}")
+                return str(host)
+        raise ContainerError(f"network: no free address left in {SUBNET}")
+
+    def give_back(self, address: str) -> None:
+        """Return *address* (fine if it was not leased); the last one takes the bridge."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.directory, address))
+        if not self.held():
+            remove_bridge()
+
+    def prune(self) -> list[str]:
+        """Leases whose holder is gone (its path too: a killed run's), returned; the bridge
+        goes if none is left."""
+        removed = []
+        for address, (owner, alive) in self.held().items():
+            if not alive or not os.path.lexists(alive):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, address))
+                removed.append(f"address lease {address} ({owner})")
+        return removed
+
+
+def lease_address(owner: str, alive: str) -> str:
+    with Leases() as leases:
+        return leases.take(owner, alive)
+
+
+def release_address(address: str) -> None:
+    with Leases() as leases:
+        leases.give_back(address)
 
 
 def plug(container_id: str, init_pid: int) -> None:
@@ -141,9 +196,18 @@ def plug(container_id: str, init_pid: int) -> None:
         if not index or not bridge:
             raise ContainerError(f"network: {host} or the bridge {BRIDGE} vanished")
         try:
-            ipr.link("set", index=index[0], master=bridge[0], state="up")
+            attach(ipr, index[0], bridge[0])
         except Exception as exc:  # NetlinkError
             raise ContainerError(f"network: cannot plug {host} into {BRIDGE}: {exc}") from exc
+
+
+def attach(ipr, index: int, bridge: int) -> None:
+    """A host-side link on the bridge as an isolated port, up: the bridge forwards nothing
+    between isolated ports, so an instance reaches the host and no other instance (the
+    kernel's BR_ISOLATED; libvirt's <port isolated='yes'/> for a VM's tap)."""
+    ipr.link("set", index=index, master=bridge)
+    ipr.brport("set", index=index, isolated=1)
+    ipr.link("set", index=index, state="up")
 
 
 def configure_inside(address: str) -> None:
@@ -169,10 +233,8 @@ def unplug(container_id: str) -> None:
                 continue
 
 
-def remove_bridge_if_unused(bridged_left: int) -> None:
+def remove_bridge() -> None:
     """The bridge, then its firewall: only once the bridge is really gone."""
-    if bridged_left:
-        return
     with _ipr() as ipr:
         for index in ipr.link_lookup(ifname=BRIDGE):
             ipr.link("del", index=index)

@@ -103,10 +103,12 @@ def _netns_and_veths() -> set[str]:
     for link in Path("/sys/class/net").iterdir():
         if (link / "ifindex").exists() and link.name.startswith(("vmvc", "veth")):
             names.add(f"link:{link.name}")
-    from runtime.network import FIREWALL_TABLE, firewall_present
+    from runtime.network import FIREWALL_TABLE, Leases, firewall_present
 
     if firewall_present():  # the bridge's nftables table goes with the bridge
         names.add(f"nft:{FIREWALL_TABLE}")
+    with Leases() as leases:  # an address goes back with its instance
+        names |= {f"lease:{address} {owner}" for address, (owner, _) in leases.held().items()}
     return names
 
 
@@ -162,6 +164,21 @@ full = 100000
 kind = "wall"
 unit = "ms"
 '''
+DUO = '''name = "duo"
+description = "several figures from one run: a throughput and a latency, made up"
+command = "echo 'rps=1234.5 p99_ms=0.25'"
+[figures.rps]
+kind = "regex"
+regex = 'rps=([0-9.]+)'
+unit = "ops/s"
+higher_is_better = true
+[figures.p99]
+kind = "regex"
+regex = 'p99_ms=([0-9.]+)'
+unit = "s"
+scale = 1e-3
+higher_is_better = false
+'''
 NAP = '''name = "nap"
 description = "sleep 200 ms: the harness's own timing, checked"
 command = ["sleep", "0.2"]
@@ -193,6 +210,7 @@ def workloads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("workloads")
     (directory / "spin.toml").write_text(SPIN)
     (directory / "nap.toml").write_text(NAP)
+    (directory / "duo.toml").write_text(DUO)
     return directory
 
 

@@ -5,6 +5,7 @@ path is exercised here before a KVM user finds its first bug."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from vmdriver import vm as vm_module
 from vmdriver.accel import KvmVerdict
 from vmdriver.connection import open_connection
 from vmdriver.errors import VmError
-from vmdriver.vm import NAME_PREFIX, VmConfig, boot, cleanup, domain_xml
+from vmdriver.vm import NAME_PREFIX, Nic, VmConfig, boot, cleanup, domain_xml
 
 TEST_URI = "test:///default"  # one in-memory host per process, while a connection is open
 
@@ -76,6 +77,32 @@ def test_domain_xml_follows_libvirts_schema(accelerator: str, domain_type: str,
     # and the schema check does catch a mistake
     broken = validate(xml.replace("<on_crash>destroy", "<on_crash>explode"), tmp_path)
     assert broken.returncode != 0 and "fails to validate" in broken.stderr
+
+
+@pytest.mark.parametrize(("accelerator", "driver"), [("kvm", {"vhost", "qemu"}),
+                                                      ("tcg", {"qemu"})])
+def test_a_vm_on_the_bridge_gets_a_nic_and_its_address(accelerator: str, driver: set[str],
+                                                       config: VmConfig,
+                                                       tmp_path: Path) -> None:
+    """Only with a Nic: virtio-net on the bridge, an isolated port, a tap named for the
+    VM, the address for the guest init on the kernel command line."""
+    plain = ET.fromstring(domain_xml(f"{NAME_PREFIX}xml", tmp_path, config,
+                                     verdict(accelerator)))
+    assert plain.find("devices/interface") is None
+    assert "vmvc.ip=" not in plain.find("os/cmdline").text
+    nic = Nic("vmvc0", "10.88.1.2", 16)
+    xml = domain_xml(f"{NAME_PREFIX}0123456789", tmp_path,
+                     dataclasses.replace(config, nic=nic), verdict(accelerator))
+    assert validate(xml, tmp_path).returncode == 0
+    interface = ET.fromstring(xml).find("devices/interface")
+    assert interface.get("type") == "bridge"
+    assert interface.find("source").get("bridge") == "vmvc0"
+    assert interface.find("model").get("type") == "virtio"
+    assert interface.find("port").get("isolated") == "yes"
+    assert interface.find("mac").get("address") == "52:54:00:58:01:02"
+    assert interface.find("target").get("dev") == "vmvct0123456789"  # 15 characters
+    assert interface.find("driver").get("name") in driver  # vhost only under KVM
+    assert ET.fromstring(xml).find("os/cmdline").text.endswith(" vmvc.ip=10.88.1.2/16")
 
 
 def test_a_kvm_domain_is_created_as_written_and_a_stop_fails_the_boot(

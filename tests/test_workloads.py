@@ -18,12 +18,15 @@ from bench.workloads import Workload, load_workloads
 from bench.workloads.spec import UNITS, parse_workload
 from image.build import ImageArtifacts
 from paths import BENCH_WORKDIR
+from tests.conftest import DUO
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
+SERVICES = ("rr", "redis", "redis-1")  # a server in the instance, its client on the host
 
 
-def run_in_container(workload: Workload, image: ImageArtifacts, tmp_path: Path) -> float:
+def run_in_container(workload: Workload, image: ImageArtifacts,
+                     tmp_path: Path) -> dict[str, float]:
     """Setup then command in one container of the image (the built-in runtime), the figure
     read as the harness reads it (bench.harness.measure.cost); a workload with a host side
     gets its container on the suite's bridge and the image's client on the host."""
@@ -33,26 +36,36 @@ def run_in_container(workload: Workload, image: ImageArtifacts, tmp_path: Path) 
     bridged = bool(workload.host_command)
     with BuiltinBackend(context).start(network="bridge" if bridged else "none") as instance:
         if not bridged:
-            return measure.cost(instance, workload, "quick")
+            return measure.figures(instance, workload, "quick")
         with BareBackend(context).start() as host:
-            return measure.cost(instance, workload, "quick", host)
+            return measure.figures(instance, workload, "quick", host)
 
 
-def test_the_six_builtins_are_there() -> None:
+def test_the_builtins_are_there() -> None:
     workloads = load_workloads()
-    assert set(BUILTIN) <= set(workloads)
+    assert set(BUILTIN) | set(SERVICES) <= set(workloads)
     for name in BUILTIN:
         figure = workloads[name].figure
         assert figure.unit in UNITS and figure.higher_is_better == (figure.unit != "ns")
+    for name in SERVICES:  # throughputs up, latencies (in seconds) down
+        assert workloads[name].several and workloads[name].host_command
+        for figure in workloads[name].figures.values():
+            assert figure.higher_is_better == (figure.unit != "s")
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", BUILTIN + SERVICES)
 def test_builtin_runs_and_gives_its_figure(name: str, full_image: ImageArtifacts,
                                           tmp_path: Path) -> None:
-    figure = run_in_container(load_workloads()[name], full_image, tmp_path)
-    assert figure > 0
+    workload = load_workloads()[name]
+    figures = run_in_container(workload, full_image, tmp_path)
+    assert set(figures) == set(workload.figures) and all(v > 0 for v in figures.values())
     if name == "syscall":  # ns per read or write of one byte: a kernel entry, not a process
-        assert 20 < figure < 10_000
+        assert 20 < figures[""] < 10_000
+    if name == "rr":  # a TCP round trip through a veth and back: µs, not ms
+        assert figures["p50"] <= figures["p99"] <= figures["p999"] <= figures["max"] < 1.0
+        assert 1e-6 < figures["p50"] < 5e-3
+    if name.startswith("redis"):
+        assert figures["get_p50"] <= figures["get_p99"] <= figures["get_max"]
 
 
 def test_readme_worked_example(full_image: ImageArtifacts, tmp_path: Path) -> None:
@@ -64,7 +77,7 @@ def test_readme_worked_example(full_image: ImageArtifacts, tmp_path: Path) -> No
     (workloads_dir / "gzip.toml").write_text(example)
     workload = load_workloads([workloads_dir])["gzip"]
     assert workload.figure.kind == "wall" and workload.argv("quick")[-1].startswith("head -c 1")
-    milliseconds = run_in_container(workload, full_image, tmp_path)
+    milliseconds = run_in_container(workload, full_image, tmp_path)[""]
     assert 0 < milliseconds < 60_000
 
 
@@ -85,7 +98,26 @@ BAD = {
     "unknown-field": ("speed = 3\n" + GOOD, "speed: unknown field"),
     "placeholder-without-param": (GOOD.replace('["true"]', '["sleep", "{n}"]'), "command"),
     "param-without-suite": (GOOD + "[params.n]\nquick = 1\n", "params.n"),
+    "figure-and-figures": (GOOD + "[figures.a]\nkind = 'wall'\n", "figure: give one"),
+    "no-figure": (GOOD[:GOOD.index("[figure]")], "figure: give one"),
+    "figure-name": (GOOD.replace("[figure]", "[figures.P99]"), "figures.P99"),
+    "bad-figure-of-several": (GOOD.replace("[figure]", "[figures.rps]")
+                              .replace('"ops/s"', '"furlongs"'), "figures.rps.unit"),
 }
+
+
+def test_several_figures_from_one_run(tiny_image: ImageArtifacts, tmp_path: Path) -> None:
+    """Each figure read from the one output of the run, in its own unit, in file order."""
+    path = tmp_path / "duo.toml"
+    path.write_text(DUO)
+    workload = parse_workload(path)
+    assert workload.several and list(workload.figures) == ["rps", "p99"]
+    BENCH_WORKDIR.mkdir(parents=True, exist_ok=True)
+    context = BackendContext(tiny_image.oci_layout, tiny_image.disk, tiny_image.kernel,
+                             tiny_image.initramfs, BENCH_WORKDIR)
+    with BuiltinBackend(context).start() as instance:
+        figures = measure.figures(instance, workload, "quick")
+    assert figures == {"rps": 1234.5, "p99": pytest.approx(0.25e-3)}
 
 
 @pytest.mark.parametrize("case", BAD)

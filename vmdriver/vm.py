@@ -44,9 +44,34 @@ PHASE_EVENTS = {
     "agent_connected": "create requested → libvirt agent lifecycle event CONNECTED",
     "first_command_done": "create requested → guest-exec of /bin/true reported exited",
 }
+NETWORK_PHASE = ("network_up", "create requested → 'network-up' from the guest init on the "
+                 "org.vmvc.marker.0 port (eth0 addressed and up), timestamped on the host "
+                 "on arrival; only VMs with a NIC")
 MARKER_LINE_MAX = 4096
 """Bytes a marker line may take (the guest init's are words): a longer one is an error, so
 a guest that floods the port without a newline cannot grow the host's memory."""
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A virtio-net NIC on the host bridge *bridge*, its address fixed by the host: the
+    guest init sets it on eth0 from the kernel command line (``vmvc.ip=ADDR/PREFIX``) before
+    it starts the guest agent, so a VM is reachable once its agent connects. No gateway:
+    the guest talks to the host and its bridge's other members only."""
+
+    bridge: str
+    address: str
+    prefixlen: int
+
+    @property
+    def mac(self) -> str:
+        """Locally administered (QEMU's 52:54:00 prefix), unique per address."""
+        return "52:54:00:" + ":".join(f"{int(o):02x}" for o in self.address.split(".")[1:])
+
+    def tap(self, vm_name: str) -> str:
+        """The host's tap device: the VM's own name within 15 characters (not libvirt's
+        vnetN, so a leftover is known for the suite's)."""
+        return f"vmvct{vm_name.removeprefix(NAME_PREFIX)}"[:15]
 
 
 @dataclass
@@ -61,6 +86,7 @@ class VmConfig:
     cmdline: str = "console=ttyS0 panic=-1"
     boot_timeout: float = 180.0
     probe_cache: Path | None = field(default_factory=kvm_probe_file)
+    nic: Nic | None = None  # None: no network device at all (the startup figures' VM)
 
 
 @dataclass
@@ -73,9 +99,10 @@ class BootPhases:
     agent_connected: float | None = None
     first_command_done: float | None = None
     create_call: float | None = None  # createXML's own duration
+    network_up: float | None = None  # only a VM with a NIC (NETWORK_PHASE)
 
     def as_dict(self) -> dict[str, float | None]:
-        return {name: getattr(self, name) for name in (*PHASES, "create_call")}
+        return {name: getattr(self, name) for name in (*PHASES, "create_call", "network_up")}
 
 
 @dataclass
@@ -207,11 +234,14 @@ def _render_xml(**values: object) -> str:
 def domain_xml(name: str, workdir: Path, config: VmConfig, verdict: KvmVerdict) -> str:
     """The transient domain of one VM: KVM with the host's CPU passed through, or QEMU's
     TCG with its default CPU; the disk, sockets and serial log in *workdir*."""
+    nic = config.nic
+    cmdline = config.cmdline + (f" vmvc.ip={nic.address}/{nic.prefixlen}" if nic else "")
     return _render_xml(
         domain_type=verdict.libvirt_domain_type, name=name, accelerator=verdict.accelerator,
         workdir=workdir, memory_mib=config.memory_mib, vcpus=config.vcpus,
         kernel=Path(config.kernel).resolve(), initramfs=Path(config.initramfs).resolve(),
-        cmdline=config.cmdline, emulator=QEMU, overlay=workdir / "disk.qcow2",
+        cmdline=cmdline, emulator=QEMU, nic=nic, tap=nic.tap(name) if nic else "",
+        vhost=_vhost(verdict), overlay=workdir / "disk.qcow2",
         serial_log=workdir / "serial.log", agent_socket=workdir / "agent.sock",
         marker_socket=workdir / "marker.sock")
 
@@ -318,6 +348,10 @@ class _Watch:
             for line in lines:
                 if line.strip() == b"init-started":
                     self.note("init_started")
+                elif line.strip() == b"network-up":
+                    self.note("network_up")
+                elif line.strip() == b"network-failed":
+                    self.note("network_failed")
                 elif line.strip() == b"no-agent":
                     self.note("no_agent")
                     return
@@ -395,7 +429,8 @@ def boot(config: VmConfig) -> Vm:
         vm = Vm(name, dom, conn, workdir, verdict, config, BootPhases(create_call=create_call),
                 tuning={"cpu": "host-passthrough" if verdict.accelerator == "kvm"
                         else "qemu default (TCG)", "vcpu_pinning": "none", "hugepages": "no",
-                        "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s"},
+                        "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s",
+                        **_nic_tuning(config, verdict)},
                 lock_fd=lock_fd)
         _wait_for_agent(watch, name, workdir, watch.start + config.boot_timeout)
         result = vm.exec(["/bin/true"],
@@ -403,7 +438,7 @@ def boot(config: VmConfig) -> Vm:
         watch.note("first_command_done")
         if result.exit_code != 0:
             raise VmError(f"{name}: /bin/true in the guest exited {result.exit_code}")
-        for phase in PHASES:
+        for phase in (*PHASES, "network_up"):
             setattr(vm.phases, phase, watch.times.get(phase))
         return vm
     except BaseException:
@@ -434,6 +469,9 @@ def _wait_for_agent(watch: _Watch, name: str, workdir: Path, deadline: float) ->
     while "agent_connected" not in watch.times:
         if "stopped" in watch.times:
             raise VmError(f"{name} stopped while booting (serial log: {_tail(workdir)})")
+        if "network_failed" in watch.times:
+            raise VmError(f"{name}: the guest init could not set up eth0 (serial log: "
+                          f"{_tail(workdir)})")
         if "no_agent" in watch.times:
             raise VmError(f"{name}: the image has no guest agent (the guest init said so)")
         if "marker_overflow" in watch.times:
@@ -451,6 +489,22 @@ def _tail(workdir: Path) -> str:
         return lines[-1][:100] if lines else "empty"
     except OSError:
         return "missing"
+
+
+def _vhost(verdict: KvmVerdict) -> bool:
+    """vhost-net moves virtio-net's data path into the host kernel; it needs KVM."""
+    return verdict.accelerator == "kvm" and os.path.exists("/dev/vhost-net")
+
+
+def _nic_tuning(config: VmConfig, verdict: KvmVerdict) -> dict[str, str]:
+    if config.nic is None:
+        return {"network": "none (no NIC)"}
+    vhost = _vhost(verdict)
+    return {"network": f"virtio-net on bridge {config.nic.bridge}, "
+            + ("vhost-net (in the host kernel)" if vhost else
+               "QEMU's own virtio-net backend (no vhost-net: " + (
+                   "TCG cannot use it)" if verdict.accelerator != "kvm"
+                   else "/dev/vhost-net missing)"))}
 
 
 def _ksm_state() -> str:

@@ -7,19 +7,19 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.backends.oci_cli import OciCliBackend
+from bench.backends.oci_cli import Bundle, OciCliBackend
 from paths import BENCH_STATE_DIR
 
 
 class BuiltinCliBackend(OciCliBackend):
     name = "builtin-cli"
     mounts_rootfs = False  # vmvc-runtime mounts the image named in the config's annotation
-    bridge = True  # its org.vmvc.network annotation puts the container on vmvc0
+    harness_network = False  # its org.vmvc.network annotation puts the container on vmvc0
 
-    def address_of(self, container_id: str) -> str | None:
+    def address_of(self, bundle: Bundle) -> str | None:
         from runtime.state import StateStore
 
-        state = StateStore(str(BENCH_STATE_DIR / self.name)).load(container_id)
+        state = StateStore(str(BENCH_STATE_DIR / self.name)).load(bundle.id)
         return state.network.get("address")
 
     def binary(self) -> str | None:

@@ -1,5 +1,6 @@
 """What a killed run of the harness can leave of its own, removed: runc/crun/vmvc-runtime
-containers under the harness's state roots, overlay roots it mounted for them, bare
+containers under the harness's state roots, overlay roots it mounted for them, the network
+namespaces it made for them (their address leases are pruned by runtime.cleanup), bare
 instances' processes, memory cgroups and scratch dirs. (The built-in library's containers
 and the VMs are cleaned by runtime.cleanup and vmdriver.)"""
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from bench.backends import netns
 from bench.backends.bare import CGROUP_PREFIX, marked_pids
 from bench.backends.oci_cli import BUNDLES
 from paths import BENCH_STATE_DIR
@@ -72,6 +74,9 @@ def cleanup(workdir: Path) -> list[str]:
                 removed.append(f"overlay {rootfs}")
             shutil.rmtree(bundle, ignore_errors=True)
             removed.append(f"bundle {bundle}")
+    for name in netns.leftovers():  # the containers that joined them are gone by now
+        netns.remove(netns.BridgedNetns(name, ""))
+        removed.append(f"network namespace {name}")
     for pid in marked_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.backends import netns
 from bench.backends.base import (
     IDLE,
     Backend,
@@ -33,6 +34,7 @@ from bench.backends.base import (
     uninterruptible,
     wait_exit,
 )
+from bench.backends.netns import BridgedNetns
 from bench.backends.oci_bundle import container_config, image_layers, new_id
 from bench.errors import VmvcError
 from paths import BENCH_STATE_DIR, RUNTIME_DATA
@@ -53,10 +55,21 @@ class Bundle:
         self.dir.mkdir(parents=True)
         annotations = {} if backend.mounts_rootfs else \
             {IMAGE_ANNOTATION: str(backend.context.oci_layout)}
-        if network != "none":
+        self.netns: BridgedNetns | None = None
+        if network != "none" and not backend.harness_network:
             annotations[NETWORK_ANNOTATION] = network
         config = container_config(argv, self.id, backend.context.limits, annotations)
-        (self.dir / "config.json").write_text(json.dumps(config))
+        if network != "none" and backend.harness_network:  # joined by path, as CNI does
+            self.netns = netns.make(self.id)
+            for namespace in config["linux"]["namespaces"]:
+                if namespace["type"] == "network":
+                    namespace["path"] = self.netns.path
+        try:
+            (self.dir / "config.json").write_text(json.dumps(config))
+        except OSError:
+            if self.netns is not None:
+                netns.remove(self.netns)
+            raise
         self.mounted = False
         self.created = False
         self.pid = 0
@@ -106,6 +119,12 @@ class Bundle:
             except OSError as exc:
                 errors.append(exc)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.netns is not None:  # once the container (its last user) is gone
+            made, self.netns = self.netns, None
+            try:
+                netns.remove(made)
+            except (OSError, VmvcError) as exc:
+                errors.append(exc)
         if errors:
             raise VmvcError(f"{self.backend.name}: removing {self.id}: {errors[0]}")
 
@@ -136,6 +155,8 @@ class OciCliBackend(Backend):
                      "stays behind")
     kind = "container"
     mounts_rootfs = True  # False: the runtime mounts the image itself
+    bridge = True  # on vmvc0 through a network namespace the harness makes (netns.py)
+    harness_network = True  # False: the runtime puts its containers on vmvc0 itself
 
     @property
     def startup_definition(self) -> str:  # type: ignore[override]
@@ -189,14 +210,15 @@ class OciCliBackend(Backend):
                 raise VmvcError(f"{self.name} {args[0]} exited {code}"
                                 + (f": {lines[-1][:200]}" if lines else ""))
 
-    def address_of(self, container_id: str) -> str | None:
-        """Where the host reaches the container on the suite's bridge (runtimes with one)."""
-        return None
+    def address_of(self, bundle: Bundle) -> str | None:
+        """Where the host reaches the container on the suite's bridge."""
+        return bundle.netns.address if bundle.netns else None
 
     def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
-        if network != "none" and not self.bridge:
-            raise VmvcError(f"{self.name}: no network of the suite's own (bridge) here")
-        bundle = Bundle(self, argv, network)
+        if network not in ("none", "bridge"):
+            raise VmvcError(f"{self.name}: network {network!r}: choose none or bridge")
+        with uninterruptible():  # a namespace made is a namespace removed
+            bundle = Bundle(self, argv, network)
         null = os.open(os.devnull, os.O_RDWR)
         try:
             bundle.create((null, null, null))
@@ -207,7 +229,7 @@ class OciCliBackend(Backend):
         finally:
             os.close(null)
         instance = CliInstance(bundle)
-        instance.address = self.address_of(bundle.id) if network != "none" else None
+        instance.address = self.address_of(bundle) if network != "none" else None
         return instance
 
     def time_to_exit(self, argv: list[str]) -> float:

@@ -4,6 +4,8 @@ labelled so (see :attr:`VmBackend.label`)."""
 
 from __future__ import annotations
 
+import os
+
 from bench.backends.base import (
     IDLE,
     Backend,
@@ -14,14 +16,16 @@ from bench.backends.base import (
     uninterruptible,
 )
 from bench.errors import VmvcError
+from runtime import network as runtime_network
 from vmdriver.errors import VmError
-from vmdriver.vm import PHASES, Vm, VmConfig, boot
+from vmdriver.vm import PHASES, Nic, Vm, VmConfig, boot
 
 
 class VmInstance(Instance):
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
         self.stopped = False
+        self.address = vm.config.nic.address if vm.config.nic else None
 
     @property
     def phases(self) -> dict[str, float | None]:
@@ -51,6 +55,9 @@ class VmInstance(Instance):
                     self.vm.close()
                 except VmError as exc:
                     raise VmvcError(str(exc)) from exc
+                finally:
+                    if self.address is not None:  # the tap went with the VM
+                        runtime_network.release_address(self.address)
 
 
 QEMU_OWN_MIB = 64  # QEMU's own memory beside the guest's RAM: devices, libraries, heap
@@ -62,6 +69,7 @@ class VmBackend(Backend):
                      "outside it")
     name = "vm"
     kind = "vm"
+    bridge = True  # a virtio-net NIC on vmvc0, its address set by the guest init
     ready = False  # the guest agent returns a command's output only once it exits
     expensive = True
     boot_phases = True
@@ -70,10 +78,11 @@ class VmBackend(Backend):
                           "exited (vmdriver phase first_command_done); destroy untimed")
     ready_definition = ""  # the guest agent returns output only once a command exits
 
-    def config(self) -> VmConfig:
+    def config(self, nic: Nic | None = None) -> VmConfig:
         c = self.context
         return VmConfig(kernel=c.kernel, initramfs=c.initramfs, disk=c.disk,
-                        vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib, accelerator=c.accelerator)
+                        vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib, accelerator=c.accelerator,
+                        nic=nic)
 
     def memory_bound_bytes(self) -> int | None:
         """The guest's RAM (it may touch all of it) and QEMU's own share beside it. Under TCG
@@ -82,18 +91,28 @@ class VmBackend(Backend):
         this is an estimate for idle instances, not a hard bound."""
         return (self.context.vm_memory_mib + QEMU_OWN_MIB) << 20
 
-    def boot(self) -> VmInstance:
+    def boot(self, nic: Nic | None = None) -> VmInstance:
         try:
-            return VmInstance(boot(self.config()))
+            return VmInstance(boot(self.config(nic)))
         except VmError as exc:
             raise VmvcError(str(exc)) from exc
 
     def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
-        if network != "none":
-            raise VmvcError("vm: no network of the suite's own (bridge) here")
+        if network not in ("none", "bridge"):
+            raise VmvcError(f"vm: network {network!r}: choose none or bridge")
         if argv != IDLE:
             raise VmvcError("vm: an instance boots idle; run commands through exec")
-        return self.boot()
+        if network == "none":
+            return self.boot()
+        with uninterruptible():  # an address leased is an address given back
+            # held while this process lives: a killed harness's lease is pruned by cleanup
+            address = runtime_network.lease_address("vm of the harness", f"/proc/{os.getpid()}")
+            try:
+                return self.boot(Nic(runtime_network.BRIDGE, address,
+                                     runtime_network.SUBNET.prefixlen))
+            except BaseException:
+                runtime_network.release_address(address)
+                raise
 
     def time_to_exit(self, argv: list[str]) -> float:
         if argv != ["true"]:

@@ -20,8 +20,12 @@ def run(_args: argparse.Namespace) -> int:
     for column in ("name", "figure", "better", "command (quick suite)", "from"):
         table.add_column(column)
     for name, workload in sorted(load_workloads().items()):
-        better = "higher" if workload.figure.higher_is_better else "lower"
-        table.add_row(name, workload.figure.unit, better, " ".join(workload.argv("quick")),
+        figures = [(f"{part}: " if part else "") + figure.unit
+                   for part, figure in workload.figures.items()]
+        better = ["higher" if f.higher_is_better else "lower" for f in workload.figures.values()]
+        command = workload.argv("quick", workload.host_command or None)
+        table.add_row(name, "\n".join(figures), "\n".join(better),
+                      ("host: " if workload.host_command else "") + " ".join(command),
                       workload.source)
     console = Console()
     console.print(table)

@@ -33,14 +33,22 @@ def idle_memory(backend: Backend, settle: float) -> MemoryReading:
 def cost(instance: Instance, workload: Workload, suite: str,
          host: Instance | None = None) -> float:
     """Run the workload's setup then its command in *instance* (its host command in
-    *host*, against the instance's address); the tool's figure."""
+    *host*, against the instance's address); the tool's figure (its first, when several)."""
+    return next(iter(figures(instance, workload, suite, host).values()))
+
+
+def figures(instance: Instance, workload: Workload, suite: str,
+            host: Instance | None = None) -> dict[str, float]:
+    """As :func:`cost`: every figure of the one run, by name."""
     with uninterruptible():
         return _cost(instance, workload, suite, host)
 
 
-def _cost(instance: Instance, workload: Workload, suite: str, host: Instance | None) -> float:
+def _cost(instance: Instance, workload: Workload, suite: str,
+          host: Instance | None) -> dict[str, float]:
     if workload.setup:
-        setup = instance.exec(workload.argv(suite, workload.setup), EXEC_TIMEOUT)
+        setup = instance.exec(workload.argv(suite, workload.setup,  # a server binds it
+                                            instance.address or "127.0.0.1"), EXEC_TIMEOUT)
         if setup.exit_code != 0:
             raise VmvcError(f"{workload.name}: setup exited {setup.exit_code}: "
                             f"{_last_line(setup.output)}")
@@ -55,17 +63,16 @@ def _cost(instance: Instance, workload: Workload, suite: str, host: Instance | N
     if outcome.exit_code != 0:
         raise VmvcError(f"{workload.name}: exited {outcome.exit_code}: "
                         f"{_last_line(outcome.output)}")
-    # JSON is parsed from stdout alone (a warning on stderr must not break it); a regex
-    # searches both (stress-ng reports its metrics on stderr)
-    text = outcome.stdout if workload.figure.kind == "json" else outcome.output
     try:
-        value = workload.figure.read(text, outcome.seconds)
+        values = workload.read(outcome.output, outcome.stdout, outcome.seconds)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise VmvcError(f"{workload.name}: cannot read its figure from the output: "
                         f"{type(exc).__name__}: {exc}") from exc
-    if not value > 0:
-        raise VmvcError(f"{workload.name}: figure {value} is not positive")
-    return value
+    for name, value in values.items():
+        if not value > 0:
+            raise VmvcError(f"{workload.name}: figure {name or 'of the run'} = {value} is "
+                            "not positive")
+    return values
 
 
 def host_memory() -> dict[str, int]:

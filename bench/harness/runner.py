@@ -28,7 +28,8 @@ from bench.harness.progress import RunProgress
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.metrics import METRICS, PlanInputs, RunContext
-from bench.workloads import Workload, load_workloads
+from bench.workloads import Workload
+from bench.workloads.spec import Figure, load_workloads
 from image.external import DIE_WITH_VMVC
 from paths import BENCH_WORKDIR
 from results import (
@@ -366,8 +367,14 @@ def _package_version(name: str) -> str:
 
 
 def workload_facts(workload: Workload) -> WorkloadFacts:
+    """The manifest's record of a workload (the first figure's in the flat keys)."""
+    def better(figure: Figure) -> str:
+        return "higher" if figure.higher_is_better else "lower"
+
     return WorkloadFacts(
         description=workload.description, command=workload.command, setup=workload.setup,
-        unit=workload.figure.unit,
-        better="higher" if workload.figure.higher_is_better else "lower",
-        figure=workload.figure.kind, source=workload.source, params=workload.params)
+        unit=workload.figure.unit, better=better(workload.figure),
+        figure=workload.figure.kind, source=workload.source, params=workload.params,
+        host_command=workload.host_command or None,
+        figures={name: {"kind": f.kind, "unit": f.unit, "better": better(f)}
+                 for name, f in workload.figures.items()} if workload.several else None)

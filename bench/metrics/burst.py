@@ -77,8 +77,8 @@ class Burst(Metric):
         for _ in range(run.suite.bursts):
             clock = RunClock()
             times = burst(backend.name, run.backend_context, n)
-            all_runs.append(clock.stop().run([max(times)], metadata[task.name]))
-            each_runs.append(clock.run(times, metadata[each_name]))
+            all_runs.append(clock.stop().run([max(times)], metadata[task.name], share=0.5))
+            each_runs.append(clock.run(times, metadata[each_name], share=0.5))
             time.sleep(run.suite.settle_seconds)  # the last burst's teardown settles
         return [pyperf.Benchmark(all_runs), pyperf.Benchmark(each_runs)]
 

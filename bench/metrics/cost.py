@@ -2,7 +2,13 @@
 in one instance of each backend: isolation's cost where the work happens. pyperf's workers
 run it (one instance per worker process, a fresh run of the command per value); an
 expensive backend (a VM boot) runs it with fixed counts in the harness's own process.
-Workloads driven from the host side run only on backends on the suite's bridge."""
+Workloads driven from the host side run only on backends on the suite's bridge.
+
+A workload with several figures (a service's throughput and latency percentiles, all from
+one run of its client) makes one benchmark per figure, ``cost:<workload>.<figure>:<backend>``;
+it runs in the harness's process with fixed counts (each value one run of the command, every
+figure read from it), as an expensive backend does: pyperf's workers make one benchmark
+each."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from bench.backends.base import Backend, BackendContext, Instance, uninterruptib
 from bench.harness import measure
 from bench.harness.plan import Task
 from bench.metrics.base import Group, Metric, PlanInputs, RunContext
+from bench.workloads.spec import Figure, Workload
 from results import RunClock
 
 if TYPE_CHECKING:
@@ -37,6 +44,9 @@ class Cost(Metric):
     def estimate(self, task: Task, backend: type[Backend], run: RunContext) -> float:
         seconds = float(run.workloads[task.workload].params.get("seconds", {}).get(
             run.suite_name, 2))  # type: ignore[arg-type]
+        if run.workloads[task.workload].several and not backend.expensive:
+            counts = run.suite.cost
+            return 2 + (counts.processes * counts.values + counts.warmups) * (seconds + 0.5)
         if backend.expensive:
             return run.boot_seconds + (run.suite.vm_cost_values + run.suite.vm_cost_warmups) \
                 * (seconds + 1)
@@ -44,49 +54,96 @@ class Cost(Metric):
         return 2 + counts.processes * (counts.values + counts.warmups) * (seconds + 0.5)
 
     def figure(self, task: Task, run: RunContext) -> tuple[str, str, str]:
-        figure = run.workloads[task.workload].figure
+        figure = _figure_of(task, run)
         return figure.unit, "second" if figure.unit == "s" else "integer", \
             "higher" if figure.higher_is_better else "lower"
 
     def definition(self, task: Task, backend: Backend, run: RunContext) -> str:
-        workload = run.workloads[task.workload]
-        return (f"{workload.description}: {workload.figure.kind} figure"
-                + (f" ({workload.figure.unit})" if workload.figure.kind != "wall" else "")
+        name, _, part = task.workload.partition(".")
+        workload, figure = run.workloads[name], _figure_of(task, run)
+        return (f"{workload.description}: "
+                + (f"figure {part}, " if part else "") + f"{figure.kind} figure"
+                + (f" ({figure.unit})" if figure.kind != "wall" else "")
                 + ", one fresh run of the command per value in one instance of the backend")
+
+    def benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
+        workload = run.workloads[task.workload]
+        if not workload.several:
+            return super().benchmarks(task, backend, run)
+        return {one.name: self.metadata(one, backend, run) for one in _per_figure(task, run)}
 
     def run(self, task: Task, backend: Backend, metadata: dict[str, dict],
             run: RunContext) -> list[pyperf.Benchmark]:
-        if not backend.expensive:
+        workload = run.workloads[task.workload]
+        if not backend.expensive and not workload.several:
             assert run.pyperf is not None
             return [run.pyperf(task, run.suite.cost, metadata[task.name])]
-        workload = run.workloads[task.workload]
+        assert run.backend_context is not None
+        if backend.expensive:  # one boot for all values
+            values, warmups = run.suite.vm_cost_values, run.suite.vm_cost_warmups
+        else:
+            counts = run.suite.cost
+            values, warmups = counts.processes * counts.values, counts.warmups
         clock = RunClock()
-        with uninterruptible(), backend.start() as instance:  # one boot for all values
-            warm = [measure.cost(instance, workload, run.suite_name)
-                    for _ in range(run.suite.vm_cost_warmups)]
-            figures = [measure.cost(instance, workload, run.suite_name)
-                       for _ in range(run.suite.vm_cost_values)]
-        return [pyperf.Benchmark([clock.run(figures, metadata[task.name], warm)])]
+        made: list[Instance] = []
+        try:
+            with uninterruptible():
+                instance, host = start(backend, run.backend_context, workload, made)
+                warm = [measure.figures(instance, workload, run.suite_name, host)
+                        for _ in range(warmups)]
+                read = [measure.figures(instance, workload, run.suite_name, host)
+                        for _ in range(values)]
+        finally:
+            for one in made:
+                one.stop()
+        clock.stop()
+        names = [one.name for one in _per_figure(task, run)] if workload.several \
+            else [task.name]
+        return [pyperf.Benchmark([clock.run([r[figure] for r in read], metadata[name],
+                                            [w[figure] for w in warm], 1 / len(names))])
+                for figure, name in zip(workload.figures, names, strict=True)]
 
     def bench(self, runner: Runner, spec: dict, backend: Backend, context: BackendContext,
               made: list[Instance]) -> None:
-        from bench.backends.bare import BareBackend
         from bench.workloads import load_workloads
 
         workload = load_workloads()[spec["workload"]]
 
         def one(loops: int) -> float:
-            if not made:
-                bridged = bool(workload.host_command)
-                with uninterruptible():
-                    made.append(backend.start(network="bridge" if bridged else "none"))
-                    if bridged:  # the image's client on the host, in the host's network
-                        made.append(BareBackend(context).start())
-            instance, host = made[0], made[1] if len(made) > 1 else None
+            with uninterruptible():
+                instance, host = start(backend, context, workload, made)
             return sum(measure.cost(instance, workload, spec["suite"], host)
                        for _ in range(loops))
 
         runner.bench_time_func(spec["name"], one, metadata=spec["metadata"])
+
+
+def _figure_of(task: Task, run: RunContext) -> Figure:
+    """The figure a task's benchmark records: the workload's one, or the one its workload
+    part names (``<workload>.<figure>``)."""
+    name, _, part = task.workload.partition(".")
+    return run.workloads[name].figures[part]
+
+
+def _per_figure(task: Task, run: RunContext) -> list[Task]:
+    """One task per figure of a multi-figure workload: their names are its benchmarks'."""
+    return [Task(task.metric, f"{task.workload}.{figure}", task.backend, task.round)
+            for figure in run.workloads[task.workload].figures]
+
+
+def start(backend: Backend, context: BackendContext, workload: Workload,
+          made: list[Instance]) -> tuple[Instance, Instance | None]:
+    """The workload's instance and, for a host-side workload, the host end (a bare instance:
+    the image's client in the host's network), each appended to *made* as it starts (the
+    caller stops them); those of *made* when it has them already."""
+    from bench.backends.bare import BareBackend
+
+    if not made:
+        bridged = bool(workload.host_command)
+        made.append(backend.start(network="bridge" if bridged else "none"))
+        if bridged:
+            made.append(BareBackend(context).start())
+    return made[0], made[1] if len(made) > 1 else None
 
 
 COST = Cost()

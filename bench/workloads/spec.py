@@ -22,6 +22,22 @@ Defined in TOML (one file per workload, dropped into a workloads directory)::
     unit = "events/s"
     higher_is_better = true
     scale = 1.0                          # multiplies the figure (e.g. bit/s → Gbit/s)
+
+Or several figures from one run of the command (a service's throughput and its latency
+percentiles), each a table of its own under ``figures``, named by a lowercase word; each
+becomes its own benchmark, ``cost:<workload>.<figure>:<backend>``::
+
+    [figures.rps]
+    kind = "regex"
+    regex = '"GET","([0-9.]+)"'
+    unit = "ops/s"
+    higher_is_better = true
+    [figures.p99]
+    kind = "regex"
+    regex = '"GET","[0-9.]+","[0-9.]+","[0-9.]+","[0-9.]+","([0-9.]+)"'
+    unit = "s"                           # latencies in seconds: shown as µs/ms/s
+    scale = 1e-3                         # the tool reports ms
+    higher_is_better = false
 """
 
 from __future__ import annotations
@@ -67,17 +83,35 @@ class Figure:
         return value * self.scale
 
 
+MAIN = ""  # the figure of a workload with one ([figure]): its benchmark is cost:<workload>
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     description: str
     command: list[str]
-    figure: Figure
+    figures: dict[str, Figure]  # {MAIN: …} for [figure]; by name for [figures.<name>]
     packages: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)
     params: dict[str, dict[str, object]] = field(default_factory=dict)
     source: str = ""
     host_command: list[str] = field(default_factory=list)
+
+    @property
+    def figure(self) -> Figure:
+        """The one figure of a single-figure workload; a multi-figure one's first."""
+        return next(iter(self.figures.values()))
+
+    @property
+    def several(self) -> bool:
+        return MAIN not in self.figures
+
+    def read(self, output: str, stdout: str, wall_seconds: float) -> dict[str, float]:
+        """Every figure from one run: JSON from *stdout* alone (a warning on stderr must not
+        break it), a regex from the whole *output* (stress-ng reports on stderr)."""
+        return {name: figure.read(stdout if figure.kind == "json" else output, wall_seconds)
+                for name, figure in self.figures.items()}
 
     def argv(self, suite: str, command: list[str] | None = None,
              address: str = "{address}") -> list[str]:
@@ -115,7 +149,7 @@ def parse_workload(path: Path) -> Workload:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise VmvcError(f"workload {path}: {exc}") from exc
     known = {"name", "description", "command", "packages", "setup", "params", "figure",
-             "host_command"}
+             "figures", "host_command"}
     for key in data:
         if key not in known:
             raise _error(path, key, "unknown field")
@@ -130,7 +164,7 @@ def parse_workload(path: Path) -> Workload:
     workload = Workload(
         name=name, description=str(data.get("description", "")),
         command=_strings(path, data, "command", required="host_command" not in data),
-        figure=_figure(path, data.get("figure")),
+        figures=_figures(path, data),
         packages=_strings(path, data, "packages"), setup=_strings(path, data, "setup"),
         params=params, source=str(path), host_command=_strings(path, data, "host_command"))
     for suite in SUITES:  # every placeholder must have a value
@@ -143,33 +177,49 @@ def parse_workload(path: Path) -> Workload:
     return workload
 
 
-def _figure(path: Path, data: object) -> Figure:
+def _figures(path: Path, data: dict) -> dict[str, Figure]:
+    if ("figure" in data) == ("figures" in data):
+        raise _error(path, "figure", "give one [figure] table, or several [figures.<name>]")
+    if "figure" in data:
+        return {MAIN: _figure(path, data["figure"], "figure")}
+    tables = data["figures"]
+    if not isinstance(tables, dict) or not tables:
+        raise _error(path, "figures", "a table of [figures.<name>] tables")
+    for name in tables:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise _error(path, f"figures.{name}", "a figure's name is a lowercase word")
+    return {name: _figure(path, table, f"figures.{name}") for name, table in tables.items()}
+
+
+def _figure(path: Path, data: object, where: str) -> Figure:
     if not isinstance(data, dict):
-        raise _error(path, "figure", "missing (a table with kind, unit, higher_is_better)")
+        raise _error(path, where, "missing (a table with kind, unit, higher_is_better)")
     kind = data.get("kind")
     if kind not in KINDS:
-        raise _error(path, "figure.kind", f"{kind!r}: choose one of {', '.join(KINDS)}")
+        raise _error(path, f"{where}.kind", f"{kind!r}: choose one of {', '.join(KINDS)}")
     unit = data.get("unit", "s" if kind == "wall" else None)
     if unit not in UNITS:
-        raise _error(path, "figure.unit", f"{unit!r}: unknown unit (one of {', '.join(UNITS)})")
+        raise _error(path, f"{where}.unit",
+                     f"{unit!r}: unknown unit (one of {', '.join(UNITS)})")
     if kind == "wall" and unit not in SECONDS_IN:
-        raise _error(path, "figure.unit", f"{unit!r}: a wall time is in {', '.join(SECONDS_IN)}")
+        raise _error(path, f"{where}.unit",
+                     f"{unit!r}: a wall time is in {', '.join(SECONDS_IN)}")
     if not isinstance(data.get("higher_is_better", kind != "wall"), bool):
-        raise _error(path, "figure.higher_is_better", "must be true or false")
+        raise _error(path, f"{where}.higher_is_better", "must be true or false")
     regex, json_path = None, ()
     if kind == "regex":
         try:
             regex = re.compile(str(data.get("regex", "")))
         except re.error as exc:
-            raise _error(path, "figure.regex", f"bad regular expression: {exc}") from exc
+            raise _error(path, f"{where}.regex", f"bad regular expression: {exc}") from exc
         if regex.groups < 1 or not data.get("regex"):
-            raise _error(path, "figure.regex", "needs one capturing group: the figure")
+            raise _error(path, f"{where}.regex", "needs one capturing group: the figure")
     if kind == "json":
         if not isinstance(data.get("path"), str) or not data["path"]:
-            raise _error(path, "figure.path", "missing: a dotted path into the JSON output")
+            raise _error(path, f"{where}.path", "missing: a dotted path into the JSON output")
         json_path = tuple(data["path"].split("."))
     scale = data.get("scale", 1.0)
     if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
-        raise _error(path, "figure.scale", "must be a positive number")
+        raise _error(path, f"{where}.scale", "must be a positive number")
     return Figure(kind, unit, bool(data.get("higher_is_better", kind != "wall")), regex,
                   json_path, float(scale))

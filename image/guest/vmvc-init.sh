@@ -66,6 +66,18 @@ mark() {
 }
 trap 'mark poweroff; $bb sync; $bb poweroff -f' TERM USR2
 mark init-started
+# the suite's bridge, when the host gave this VM a NIC: vmvc.ip=ADDR/PREFIX on the kernel
+# command line, set before the agent starts (reachable once it connects); no default route
+for word in $($bb cat /proc/cmdline); do
+  case "$word" in vmvc.ip=*) vmvc_ip=${word#vmvc.ip=} ;; esac
+done
+if [ -n "$vmvc_ip" ]; then
+  if $bb ip addr add "$vmvc_ip" dev eth0 && $bb ip link set eth0 up; then
+    mark network-up
+  else
+    mark network-failed
+  fi
+fi
 # the ACPI power button (virsh shutdown) → acpid → USR2 to this init → poweroff
 $bb acpid -c /usr/local/share/vmvc/acpi -l /run/acpid.log -p /run/acpid.pid 2>/dev/null
 
