@@ -26,12 +26,14 @@ from tests.conftest import CONTAINERS, CiRun, instance_processes, vmvc
 VMVC = str(Path(sys.executable).parent / "vmvc")
 NAME = re.compile(r"^(startup|boot-phase|memory|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
                   r"(bare|builtin|builtin-cli|runc|crun|vm)$")
-def expected_names(backends: list[str], workloads: list[str], density: int = 0) -> set[str]:
+def expected_names(backends: list[str], workloads: list[str], density: int = 0,
+                   metrics: list[str] | None = None) -> set[str]:
     suite = dataclasses.replace(SUITES["quick"], density_max=density)
-    names = {t.name for t in build_plan(backends, workloads, suite, 1)}
+    plan = build_plan(backends, workloads, suite, 1, metrics=metrics)
+    names = {t.name for t in plan}
     names |= {f"burst:{t.workload}.each:{t.backend}"  # each instance's own start time
-              for t in build_plan(backends, workloads, suite, 1) if t.metric == "burst"}
-    if "vm" in backends:
+              for t in plan if t.metric == "burst"}
+    if "vm" in backends and (metrics is None or "startup" in metrics):
         names |= {"memory:idle:vm", "memory:idle.pss:vm"} | {f"boot-phase:{p}:vm" for p in
                                        ("qemu_started", "kernel_started", "init_started",
                                         "agent_connected", "first_command_done")}
@@ -225,12 +227,16 @@ def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: P
     bare, the host, runs free beside it in the same run."""
     out = tmp_path / "half"
     result = vmvc("run", "--backends", "bare,builtin", "--workloads", "cpu", "--cpus", "0.5",
-                  "--out", str(out), "--quiet")
+                  "--metrics", "cost", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+    assert {n.split(":")[0] for n in suite.get_benchmark_names()} == {"cost"}  # --metrics
     means = {b: suite.get_benchmark(f"cost:cpu:{b}").mean() for b in ("bare", "builtin")}
     time_ratio = means["bare"] / means["builtin"]
     assert 1.8 <= time_ratio <= 2.2, means
+
+
+METRICS = "startup,cost"  # the killed run's: six tasks, killed after two
 
 
 @pytest.mark.slow
@@ -241,10 +247,12 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
     run records itself interrupted (exit 130). Either way nothing is left, and --resume
     completes the plan with every task run once."""
     out = tmp_path / "killed"
-    backends = ["bare", "crun"]  # a host process and a runtime's container
+    backends = ["bare", "crun"]
+    # --resume keeps the run's --metrics  # a host process and a runtime's container
     env = {**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}
     proc = subprocess.Popen([VMVC, "run", "--image", "tiny", "--backends", ",".join(backends),
-                             "--workloads", "spin", "--out", str(out), "--quiet"],
+                             "--workloads", "spin", "--metrics", METRICS, "--out", str(out),
+                             "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -259,7 +267,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
         assert code == 130
         assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     done = set(pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark_names())
-    assert done < expected_names(backends, ["spin"])
+    assert done < expected_names(backends, ["spin"], metrics=METRICS.split(","))
     deadline = time.monotonic() + 60  # the task in flight finishes what it made, then exits
     while time.monotonic() < deadline and subprocess.run(
             ["pgrep", "-f", "bench.harness.worker"], capture_output=True).returncode == 0:
@@ -269,7 +277,8 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
-    assert set(suite.get_benchmark_names()) == expected_names(backends, ["spin"])
+    assert set(suite.get_benchmark_names()) == expected_names(backends, ["spin"],
+                                                              metrics=METRICS.split(","))
     for benchmark in suite:  # each ran once: no task was run twice into the file
         assert {r.get_metadata()["vmvc_round"] for r in benchmark.get_runs()} == {0}
         assert len({r.get_metadata().get("date") for r in benchmark.get_runs()}) >= 1
@@ -308,6 +317,8 @@ def test_bad_workload_file_is_one_line_and_nothing_is_written(case: str, tmp_pat
     (["--suite", "huge"], "--suite 'huge'"),
     (["--repeat", "0"], "--repeat 0"),
     (["--image", "tiny", "--workloads", "cpu"], "needs sysbench"),
+    (["--metrics", "startup,boot-phase"], "come with its startup boots"),
+    (["--metrics", ","], "--metrics: no metric selected"),
 ])
 def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     result = vmvc("run", "--out", str(tmp_path / "out"), *args)
