@@ -81,11 +81,13 @@ class Settings:
     vm_vcpus: int
     suite_counts: dict[str, Any]
     burst_max: int | None = None  # written only when given: older runs have no such key
+    metrics: list[str] | None = None  # likewise; None: every metric
 
     def as_json(self) -> dict:
         data = asdict(self)
-        if data["burst_max"] is None:
-            del data["burst_max"]
+        for optional in ("burst_max", "metrics"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 

@@ -10,12 +10,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from image.build import ImageArtifacts, build_image
 from paths import image_cache_dir, image_scratch_dir
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _mount_points() -> set[str]:
@@ -222,5 +225,28 @@ def container_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> Path:
                   workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
+
+
+@dataclass(frozen=True)
+class CiRun:
+    out: Path  # the run dir
+    summary: Path  # the Markdown the script appended to $GITHUB_STEP_SUMMARY
+    env: dict[str, str]  # what the script ran with (the merge step runs with it too)
+
+
+@pytest.fixture(scope="session")
+def vm_run(full_image, workloads_dir: Path, tmp_path_factory) -> CiRun:
+    """The VM's quick run, made as CI makes it (scripts/ci-bench.sh bench: setup, run,
+    report, summary), once: the CI test checks the script, the harness tests the VM's
+    benchmarks (under TCG a VM run is the suite's longest; one serves both)."""
+    root = tmp_path_factory.mktemp("ci")
+    out, summary = root / "runs" / "here", root / "step-summary.md"
+    env = {**os.environ, "VMVC_SUITE": "quick", "VMVC_BACKENDS": "vm",
+           "VMVC_WORKLOADS": "spin", "VMVC_RUN_ARGS": "--vm-boots 1",
+           "VMVC_WORKLOADS_DIR": str(workloads_dir), "GITHUB_STEP_SUMMARY": str(summary)}
+    result = subprocess.run([str(REPO / "scripts" / "ci-bench.sh"), "bench", str(out)],
+                            capture_output=True, text=True, env=env, timeout=1200, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return CiRun(out, summary, env)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CiRun
+
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO / ".github" / "workflows" / "benchmark.yml"
 SCRIPT = REPO / "scripts" / "ci-bench.sh"
@@ -41,20 +43,12 @@ def test_every_workflow_step_runs_the_one_script() -> None:
 
 
 @pytest.mark.slow
-def test_ci_script_end_to_end_under_tcg(tiny_image, full_image, workloads_dir: Path,
-                                        container_run: Path, host_accelerator: str,
-                                        tmp_path: Path) -> None:
-    out = tmp_path / "runs" / "here"
-    summary = tmp_path / "step-summary.md"
-    env = {**os.environ, "VMVC_SUITE": "quick", "VMVC_BACKENDS": "bare,builtin,vm",
-           "VMVC_WORKLOADS": "spin", "VMVC_RUN_ARGS": "--vm-boots 1",
-           "VMVC_WORKLOADS_DIR": str(workloads_dir), "GITHUB_STEP_SUMMARY": str(summary)}
-    result = subprocess.run([str(SCRIPT), "bench", str(out)], capture_output=True, text=True,
-                            env=env, timeout=1200, check=False)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+def test_ci_script_end_to_end_under_tcg(vm_run: CiRun, container_run: Path,
+                                        host_accelerator: str, tmp_path: Path) -> None:
+    out = vm_run.out
     for name in ("results.json", "manifest.json", "report.html", "report.csv", "summary.md"):
         assert (out / name).exists(), name
-    text = summary.read_text()
+    text = vm_run.summary.read_text()
     assert "## At a glance" in text and "startup to the exit of true" in text
     accelerator = json.loads((out / "manifest.json").read_text())["accelerator"]["accelerator"]
     assert accelerator == host_accelerator
@@ -63,7 +57,7 @@ def test_ci_script_end_to_end_under_tcg(tiny_image, full_image, workloads_dir: P
     merged = tmp_path / "runs" / "matrix" / "report.html"
     result = subprocess.run([str(SCRIPT), "merge", str(merged), str(out), str(container_run),
                              str(tmp_path / "runs" / "missing")], capture_output=True,
-                            text=True, env=env, timeout=600, check=False)
+                            text=True, env=vm_run.env, timeout=600, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "skipping" in result.stdout  # the dir without results
     html = merged.read_text()

@@ -21,17 +21,19 @@ import pytest
 from bench.harness.plan import SUITES, build_plan
 from paths import BENCH_WORKDIR
 from results import FORMAT, read_manifest
-from tests.conftest import CONTAINERS, instance_processes, vmvc
+from tests.conftest import CONTAINERS, CiRun, instance_processes, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 NAME = re.compile(r"^(startup|boot-phase|memory|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
                   r"(bare|builtin|builtin-cli|runc|crun|vm)$")
-def expected_names(backends: list[str], workloads: list[str], density: int = 0) -> set[str]:
+def expected_names(backends: list[str], workloads: list[str], density: int = 0,
+                   metrics: list[str] | None = None) -> set[str]:
     suite = dataclasses.replace(SUITES["quick"], density_max=density)
-    names = {t.name for t in build_plan(backends, workloads, suite, 1)}
+    plan = build_plan(backends, workloads, suite, 1, metrics=metrics)
+    names = {t.name for t in plan}
     names |= {f"burst:{t.workload}.each:{t.backend}"  # each instance's own start time
-              for t in build_plan(backends, workloads, suite, 1) if t.metric == "burst"}
-    if "vm" in backends:
+              for t in plan if t.metric == "burst"}
+    if "vm" in backends and (metrics is None or "startup" in metrics):
         names |= {"memory:idle:vm", "memory:idle.pss:vm"} | {f"boot-phase:{p}:vm" for p in
                                        ("qemu_started", "kernel_started", "init_started",
                                         "agent_connected", "first_command_done")}
@@ -142,13 +144,9 @@ def test_vmvc_compare_two_runs(container_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_vm_backend_boot_phases_memory_and_a_workload(full_image, workloads_dir: Path,
-                                                      host_accelerator: str,
-                                                      tmp_path: Path) -> None:
-    out = tmp_path / "vm"
-    result = vmvc("run", "--backends", "vm", "--workloads", "spin", "--vm-boots", "1",
-                  "--out", str(out), "--quiet", workloads=workloads_dir)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_vm_backend_boot_phases_memory_and_a_workload(vm_run: CiRun,
+                                                      host_accelerator: str) -> None:
+    out = vm_run.out
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
     assert set(suite.get_benchmark_names()) == expected_names(["vm"], ["spin"])
     boot = suite.get_benchmark("startup:true:vm")
@@ -162,12 +160,43 @@ def test_vm_backend_boot_phases_memory_and_a_workload(full_image, workloads_dir:
     assert "startup:ready:vm" not in manifest["definitions"]
 
 
+@dataclasses.dataclass(frozen=True)
+class BareRun:
+    out: Path
+    stderr: str
+    code: int
+    left: set[str]  # its instances' processes still running once it exited
+
+
+@pytest.fixture(scope="module")
+def bare_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> BareRun:
+    """One run that serves three tests: bare with the known-answer workload and density
+    (idle instances of every kind), and runc as far as a PATH without it can tell (every
+    tool linked but runc: not installed)."""
+    root = tmp_path_factory.mktemp("bare")
+    tools = root / "bin"
+    tools.mkdir()
+    for directory in reversed(os.environ["PATH"].split(":")):
+        if Path(directory).is_dir():
+            for tool in Path(directory).iterdir():
+                if tool.name != "runc":
+                    (tools / tool.name).unlink(missing_ok=True)
+                    (tools / tool.name).symlink_to(tool)
+    run = subprocess.Popen(
+        [VMVC, "run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap",
+         "--density-max", "2", "--out", str(root / "out"), "--quiet"],
+        env={**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir), "PATH": str(tools)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # its own session id, which its orphans would keep
+    _, stderr = run.communicate(timeout=900)
+    return BareRun(root / "out", stderr, run.returncode, instance_processes(session=run.pid))
+
+
 @pytest.mark.slow
-def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "nap"
-    result = vmvc("run", "--image", "tiny", "--backends", "bare", "--workloads", "nap",
-                  "--out", str(out), "--quiet", workloads=workloads_dir)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_known_answer_sleep_200ms_on_bare(bare_run: BareRun, workloads_dir: Path,
+                                          tmp_path: Path) -> None:
+    assert bare_run.code == 0, bare_run.stderr[-2000:]
+    out = bare_run.out
     nap = pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark("cost:nap:bare")
     for value in nap.get_values():
         assert 190 <= value <= 210, nap.get_values()
@@ -183,35 +212,31 @@ def test_known_answer_sleep_200ms_on_bare(tiny_image, workloads_dir: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_a_bare_run_leaves_no_instance_running(tiny_image, workloads_dir: Path,
-                                               tmp_path: Path) -> None:
+def test_a_bare_run_leaves_no_instance_running(bare_run: BareRun) -> None:
     """Every instance a run starts (idle ones for memory and density, the workload's,
     `ready`'s) is stopped by that run, not left for `vmvc cleanup`: a `ready` shell caught
     in execve at its stop was left running in about one run in two."""
-    run = subprocess.Popen(
-        [VMVC, "run", "--image", "tiny", "--backends", "bare", "--workloads", "nap",
-         "--density-max", "2", "--out", str(tmp_path / "out"), "--quiet"],
-        env={**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own session id
-    _, stderr = run.communicate(timeout=900)
-    assert run.returncode == 0, stderr[-2000:]
-    assert instance_processes(session=run.pid) == set()
+    assert bare_run.code == 0, bare_run.stderr[-2000:]
+    assert bare_run.left == set()
 
 
 @pytest.mark.slow
 def test_known_answer_half_a_cpu_halves_the_cpu_workload(full_image, tmp_path: Path) -> None:
     """sysbench cpu runs for a fixed time: at a 50% quota it does half the events per
-    second, i.e. each event takes twice the time."""
-    means = {}
-    for label, extra in (("free", []), ("half", ["--cpus", "0.5"])):
-        out = tmp_path / label
-        result = vmvc("run", "--backends", "builtin", "--workloads", "cpu", "--out", str(out),
-                      "--quiet", *extra)
-        assert result.returncode == 0, result.stderr[-2000:]
-        suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
-        means[label] = suite.get_benchmark("cost:cpu:builtin").mean()
-    time_ratio = means["free"] / means["half"]
+    second, i.e. each event takes twice the time. --cpus limits container instances only:
+    bare, the host, runs free beside it in the same run."""
+    out = tmp_path / "half"
+    result = vmvc("run", "--backends", "bare,builtin", "--workloads", "cpu", "--cpus", "0.5",
+                  "--metrics", "cost", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
+    assert {n.split(":")[0] for n in suite.get_benchmark_names()} == {"cost"}  # --metrics
+    means = {b: suite.get_benchmark(f"cost:cpu:{b}").mean() for b in ("bare", "builtin")}
+    time_ratio = means["bare"] / means["builtin"]
     assert 1.8 <= time_ratio <= 2.2, means
+
+
+METRICS = "startup,cost"  # the killed run's: six tasks, killed after two
 
 
 @pytest.mark.slow
@@ -222,10 +247,12 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
     run records itself interrupted (exit 130). Either way nothing is left, and --resume
     completes the plan with every task run once."""
     out = tmp_path / "killed"
-    backends = ["bare", "builtin", "crun"]
+    backends = ["bare", "crun"]
+    # --resume keeps the run's --metrics  # a host process and a runtime's container
     env = {**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir)}
     proc = subprocess.Popen([VMVC, "run", "--image", "tiny", "--backends", ",".join(backends),
-                             "--workloads", "spin", "--out", str(out), "--quiet"],
+                             "--workloads", "spin", "--metrics", METRICS, "--out", str(out),
+                             "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -240,7 +267,7 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
         assert code == 130
         assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     done = set(pyperf.BenchmarkSuite.load(str(out / "results.json")).get_benchmark_names())
-    assert done < expected_names(backends, ["spin"])
+    assert done < expected_names(backends, ["spin"], metrics=METRICS.split(","))
     deadline = time.monotonic() + 60  # the task in flight finishes what it made, then exits
     while time.monotonic() < deadline and subprocess.run(
             ["pgrep", "-f", "bench.harness.worker"], capture_output=True).returncode == 0:
@@ -250,7 +277,8 @@ def test_killed_run_resumes_to_the_same_benchmarks(signum: int, tiny_image, work
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=workloads_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
-    assert set(suite.get_benchmark_names()) == expected_names(backends, ["spin"])
+    assert set(suite.get_benchmark_names()) == expected_names(backends, ["spin"],
+                                                              metrics=METRICS.split(","))
     for benchmark in suite:  # each ran once: no task was run twice into the file
         assert {r.get_metadata()["vmvc_round"] for r in benchmark.get_runs()} == {0}
         assert len({r.get_metadata().get("date") for r in benchmark.get_runs()}) >= 1
@@ -289,6 +317,8 @@ def test_bad_workload_file_is_one_line_and_nothing_is_written(case: str, tmp_pat
     (["--suite", "huge"], "--suite 'huge'"),
     (["--repeat", "0"], "--repeat 0"),
     (["--image", "tiny", "--workloads", "cpu"], "needs sysbench"),
+    (["--metrics", "startup,boot-phase"], "come with its startup boots"),
+    (["--metrics", ","], "--metrics: no metric selected"),
 ])
 def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     result = vmvc("run", "--out", str(tmp_path / "out"), *args)
@@ -298,23 +328,10 @@ def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_unavailable_backend_is_skipped_with_its_reason(tiny_image, workloads_dir: Path,
-                                                        tmp_path: Path) -> None:
-    """A PATH with every tool but runc: as far as the harness can tell runc is not
-    installed; the run goes on with the others."""
-    out = tmp_path / "skip"
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    for directory in reversed(os.environ["PATH"].split(":")):
-        if Path(directory).is_dir():
-            for tool in Path(directory).iterdir():
-                if tool.name != "runc":
-                    (tools / tool.name).unlink(missing_ok=True)
-                    (tools / tool.name).symlink_to(tool)
-    result = vmvc("run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap",
-                  "--out", str(out), "--quiet", workloads=workloads_dir,
-                  env={"PATH": str(tools)})
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_unavailable_backend_is_skipped_with_its_reason(bare_run: BareRun) -> None:
+    """runc not installed as far as the harness can tell: the run goes on without it."""
+    assert bare_run.code == 0, bare_run.stderr[-2000:]
+    out = bare_run.out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backends"]["runc"]["status"] == "skipped"
     assert "runc" in manifest["backends"]["runc"]["reason"]

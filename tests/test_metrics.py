@@ -32,6 +32,14 @@ def test_every_metric_plans_by_capability_not_by_name() -> None:
         ["cost:net-bridge:vm"]
 
 
+def test_metrics_chosen_are_the_only_ones_planned() -> None:
+    names = {t.metric for t in build_plan(["bare", "vm"], ["cpu"], SUITES["quick"], 1,
+                                          metrics=["burst", "cost"])}
+    assert names == {"burst", "cost"}
+    assert {t.metric for t in build_plan(["bare"], ["cpu"], SUITES["quick"], 1)} == \
+        {"startup", "memory", "burst", "cost"}  # density: 0 in quick
+
+
 def test_the_full_suite_bursts_1_4_16() -> None:
     names = [t.name for t in build_plan(["crun"], [], SUITES["full"], 1) if t.metric == "burst"]
     assert names == ["burst:x1:crun", "burst:x4:crun", "burst:x16:crun"]

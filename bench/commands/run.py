@@ -23,6 +23,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--workloads", default=None,
                         help="comma-separated cost workloads (default: the six built-ins; "
                              "see vmvc workloads)")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated: only these (default: all; a VM's boot phases "
+                             "and memory come with its startup)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="rounds: every benchmark again, backends alternated (default 1)")
     parser.add_argument("--out", type=Path, default=None,
@@ -64,6 +67,8 @@ def _settings_from_args(args: argparse.Namespace):
         settings.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.workloads is not None:
         settings.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if args.metrics is not None:
+        settings.metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     return settings
 
 
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise VmvcError("vmvc run needs root (namespaces, cgroups, mounts, libvirt)")
     if args.resume is not None:
-        chosen = [a for a in ("suite", "backends", "workloads", "repeat", "out", "image", "cpus",
+        chosen = [a for a in ("suite", "backends", "workloads", "metrics", "repeat", "out",
+                              "image", "cpus",
                               "memory_mib", "density_max", "burst_max", "vm_boots",
                               "vm_memory_mib",
                               "vm_vcpus") if getattr(args, a) is not None]

@@ -81,16 +81,19 @@ class Task:
 
 def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: int,
                host_side: frozenset[str] = frozenset(),
-               bridged: frozenset[str] = frozenset()) -> list[Task]:
+               bridged: frozenset[str] = frozenset(),
+               metrics: list[str] | None = None) -> list[Task]:
     """Every task of the run, in order: each metric's groups (bench/metrics/ says which
     workloads and backends it measures), each group's backends rotated every round.
-    Workloads in *host_side* run from the host, on the backends in *bridged* only."""
+    Workloads in *host_side* run from the host, on the backends in *bridged* only; only
+    the *metrics* named (None: all)."""
     from bench.backends import BACKENDS
     from bench.metrics import METRICS, PlanInputs
 
     inputs = PlanInputs([BACKENDS[b] for b in backends], list(workloads), suite,
                         frozenset(host_side), frozenset(bridged))
     groups = [(metric.name, workload, members) for metric in METRICS.values()
+              if metrics is None or metric.name in metrics
               for workload, members in metric.groups(inputs)]
     tasks = []
     for round_ in range(repeat):

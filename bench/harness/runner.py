@@ -48,6 +48,7 @@ from results import Settings as RecordedSettings
 from runtime.storage import private_dir
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
+SELECTABLE = ("startup", "memory", "density", "burst", "cost")  # --metrics (boot-phase: startup's)
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
 
 
@@ -65,6 +66,7 @@ class Settings:
     vm_memory_mib: int = 512
     vm_vcpus: int = 1
     burst_max: int | None = None
+    metrics: list[str] | None = None  # None: every metric
 
     def suite_counts(self) -> Suite:
         return suite_with(self.suite, self.density_max, self.vm_boots, self.burst_max)
@@ -88,6 +90,12 @@ def check_settings(settings: Settings, workloads: dict[str, Workload]) -> None:
                             f"{', '.join(sorted(workloads))}; see vmvc workloads)")
     if not settings.backends:
         raise VmvcError("--backends: no backend selected")
+    for name in settings.metrics or []:
+        if name not in SELECTABLE:
+            raise VmvcError(f"--metrics: {name!r} is not one to choose ({', '.join(SELECTABLE)}"
+                            "; a VM's boot phases and memory come with its startup boots)")
+    if settings.metrics == []:
+        raise VmvcError("--metrics: no metric selected")
     if settings.repeat < 1:
         raise VmvcError(f"--repeat {settings.repeat}: must be at least 1")
     if settings.image == "tiny":
@@ -183,11 +191,12 @@ class Harness:
                                   if self.workloads[w].host_command)
             bridged = frozenset(b for b in usable if BACKENDS[b].bridge)
             tasks = build_plan(usable, self.settings.workloads, self.suite,
-                               self.settings.repeat, host_side, bridged)
+                               self.settings.repeat, host_side, bridged, self.settings.metrics)
             inputs = PlanInputs([BACKENDS[b] for b in usable], self.settings.workloads,
                                 self.suite, host_side, bridged)
             self.manifest.not_applicable = [
                 NotApplicable(**item) for metric in METRICS.values()
+                if self.settings.metrics is None or metric.name in self.settings.metrics
                 for item in metric.not_applicable(inputs)]
             self.manifest.failures = []  # a resumed run tries its failed tasks again
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
