@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.backends import BackendContext, make_backend
+from bench.backends import BackendContext, make_backend, netns
 from bench.backends.bare import BareBackend
 from bench.backends.netns import NETNS_DIR, PREFIX
 from bench.harness import measure
@@ -104,3 +104,20 @@ def test_instances_on_the_bridge_reach_the_host_not_each_other(tiny_image: Image
         tried = one.exec(["wget", "-T", "2", "-q", "-O", "-",
                           f"http://{two.address}:8080/index.html"], timeout=30)
         assert tried.exit_code != 0 and "hello" not in tried.stdout
+
+
+def test_cleanup_removes_a_killed_runs_namespace_and_lease() -> None:
+    """What a harness killed between make() and remove() leaves: the namespace, its veth,
+    its lease, the bridge, /run/netns's own mount; `vmvc cleanup` takes them all."""
+    import subprocess
+    import sys
+
+    before = (leased(), our_namespaces(), netns.mounted(NETNS_DIR))
+    made = netns.make("leftover0")
+    assert made.name in our_namespaces() and made.address in leased()
+    assert Path(f"/sys/class/net/{network.host_veth_name(made.name)}").exists()
+    out = subprocess.run([sys.executable, "-m", "bench", "cleanup"], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"network namespace {made.name}" in out
+    assert (leased(), our_namespaces(), netns.mounted(NETNS_DIR)) == before
+    assert not Path(f"/sys/class/net/{network.host_veth_name(made.name)}").exists()

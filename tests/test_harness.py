@@ -170,9 +170,9 @@ class BareRun:
 
 @pytest.fixture(scope="module")
 def bare_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> BareRun:
-    """One run that serves three tests: bare with the known-answer workload and density
-    (idle instances of every kind), and runc as far as a PATH without it can tell (every
-    tool linked but runc: not installed)."""
+    """One run that serves four tests: bare with the known-answer workload, a workload of
+    several figures, and density (idle instances of every kind), and runc as far as a PATH
+    without it can tell (every tool linked but runc: not installed)."""
     root = tmp_path_factory.mktemp("bare")
     tools = root / "bin"
     tools.mkdir()
@@ -183,7 +183,7 @@ def bare_run(tiny_image, workloads_dir: Path, tmp_path_factory) -> BareRun:
                     (tools / tool.name).unlink(missing_ok=True)
                     (tools / tool.name).symlink_to(tool)
     run = subprocess.Popen(
-        [VMVC, "run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap",
+        [VMVC, "run", "--image", "tiny", "--backends", "bare,runc", "--workloads", "nap,duo",
          "--density-max", "2", "--out", str(root / "out"), "--quiet"],
         env={**os.environ, "VMVC_WORKLOADS_DIR": str(workloads_dir), "PATH": str(tools)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -338,3 +338,26 @@ def test_unavailable_backend_is_skipped_with_its_reason(bare_run: BareRun) -> No
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
     assert not [n for n in suite.get_benchmark_names() if n.endswith(":runc")]
     assert "cost:nap:bare" in suite.get_benchmark_names()
+
+
+@pytest.mark.slow
+def test_a_workload_of_several_figures_makes_a_benchmark_of_each(bare_run: BareRun) -> None:
+    """cost:duo.rps and cost:duo.p99, each with its own unit and direction, its values
+    from the same runs, and the run's time shared between them (pyperf's totals hold)."""
+    assert bare_run.code == 0, bare_run.stderr[-2000:]
+    suite = pyperf.BenchmarkSuite.load(str(bare_run.out / "results.json"))
+    rps, p99 = (suite.get_benchmark(f"cost:duo.{f}:bare") for f in ("rps", "p99"))
+    assert set(rps.get_values()) == {1234.5} and p99.mean() == pytest.approx(0.25e-3)
+    assert (rps.get_metadata()["vmvc_unit"], rps.get_metadata()["vmvc_better"]) == \
+        ("ops/s", "higher")
+    assert (p99.get_metadata()["vmvc_unit"], p99.get_metadata()["unit"],
+            p99.get_metadata()["vmvc_better"]) == ("s", "second", "lower")
+    assert rps.get_total_duration() == pytest.approx(p99.get_total_duration())
+    manifest = json.loads((bare_run.out / "manifest.json").read_text())
+    assert manifest["workloads"]["duo"]["figures"]["p99"] == \
+        {"kind": "regex", "unit": "s", "better": "lower"}
+    assert "figures" not in manifest["workloads"]["nap"]  # one figure: as before
+    report = bare_run.out.parent / "report.html"  # and the report shows each figure
+    result = vmvc("report", str(bare_run.out), "-o", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "duo.rps" in report.read_text() and "duo.p99" in report.read_text()

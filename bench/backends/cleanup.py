@@ -77,6 +77,7 @@ def cleanup(workdir: Path) -> list[str]:
     for name in netns.leftovers():  # the containers that joined them are gone by now
         netns.remove(netns.BridgedNetns(name, ""))
         removed.append(f"network namespace {name}")
+    netns.unmount_if_empty()
     for pid in marked_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

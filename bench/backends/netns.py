@@ -12,11 +12,13 @@ instance reaches another), no default route inside.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 from bench.errors import VmvcError
 from runtime import network
 from runtime.errors import ContainerError
+from runtime.linux import MNT_DETACH, Linux
 
 PREFIX = "vmvc-"  # a namespace name: the prefix and the instance's id
 NETNS_DIR = "/run/netns"  # where iproute2 and pyroute2 keep named namespaces
@@ -77,6 +79,28 @@ def remove(made: BridgedNetns) -> None:
     network.unplug(made.name)
     if made.address:
         network.release_address(made.address)
+    with network.Leases():  # one at a time, against a make() in another process
+        unmount_if_empty()
+
+
+def unmount_if_empty() -> None:
+    """The first named namespace made /run/netns a mount of its own (as ``ip netns add``
+    does: a shared bind onto itself); once no namespace of anyone's is left there, it goes,
+    so no mount outlives the instances that needed it."""
+    try:
+        if os.listdir(NETNS_DIR) or not mounted(NETNS_DIR):
+            return
+    except FileNotFoundError:
+        return
+    with contextlib.suppress(OSError):
+        Linux().umount2(NETNS_DIR, MNT_DETACH)
+
+
+def mounted(path: str) -> bool:
+    """A mount point, bind mounts of the same file system onto themselves included
+    (os.path.ismount compares devices, so it misses those)."""
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == path for line in mounts)
 
 
 def leftovers() -> list[str]:

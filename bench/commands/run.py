@@ -21,7 +21,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--backends", default=None,
                         help=f"comma-separated (default: {','.join(BACKEND_ORDER)})")
     parser.add_argument("--workloads", default=None,
-                        help="comma-separated cost workloads (default: the six built-ins; "
+                        help="comma-separated cost workloads (default: the built-ins; "
                              "see vmvc workloads)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated: only these (default: all; a VM's boot phases "

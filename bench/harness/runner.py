@@ -49,7 +49,8 @@ from runtime.storage import private_dir
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 SELECTABLE = ("startup", "memory", "density", "burst", "cost")  # --metrics (boot-phase: startup's)
-BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
+BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge",
+                     "rr", "redis", "redis-1")  # the last three: services, client on the host
 
 
 @dataclass
