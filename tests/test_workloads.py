@@ -22,7 +22,7 @@ from tests.conftest import DUO
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge")
-SERVICES = ("rr", "redis", "redis-1")  # a server in the instance, its client on the host
+SERVICES = ("rr", "redis", "redis-1", "http")  # a server in the instance, its client on the host
 
 
 def run_in_container(workload: Workload, image: ImageArtifacts,

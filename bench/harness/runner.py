@@ -28,8 +28,8 @@ from bench.harness.progress import RunProgress
 from bench.harness.summary import cost_ratios
 from bench.host_checks import failures_for, run_checks
 from bench.metrics import METRICS, PlanInputs, RunContext
-from bench.workloads import Workload
-from bench.workloads.spec import Figure, load_workloads
+from bench.workloads import Workload, load_workloads
+from bench.workloads.spec import Figure
 from image.external import DIE_WITH_VMVC
 from paths import BENCH_WORKDIR
 from results import (
@@ -50,7 +50,7 @@ from runtime.storage import private_dir
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 SELECTABLE = ("startup", "memory", "density", "burst", "cost")  # --metrics (boot-phase: startup's)
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge",
-                     "rr", "redis", "redis-1")  # the last three: services, client on the host
+                     "rr", "redis", "redis-1", "http")  # services: client on the host
 
 
 @dataclass
