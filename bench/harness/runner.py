@@ -200,7 +200,7 @@ class Harness:
                 if self.settings.metrics is None or metric.name in self.settings.metrics
                 for item in metric.not_applicable(inputs)]
             self.manifest.failures = []  # a resumed run tries its failed tasks again
-            todo = [t for t in tasks if t.round not in self.rundir.rounds_done(t.name)]
+            todo = [t for t in tasks if t.round not in self.rundir.rounds_done(self.key(t))]
             progress.begin(len(tasks), len(tasks) - len(todo),
                            {t: self.estimate(t) for t in todo})
             previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
@@ -222,7 +222,7 @@ class Harness:
                     self.manifest.ratios = cost_ratios(suite)
                     self.manifest.updated = _now()
                     self.rundir.write_manifest(self.manifest)
-                    progress.task_done(task, suite.get_benchmark(task.name),
+                    progress.task_done(task, suite.get_benchmark(self.key(task)),
                                        time.monotonic() - started)
             except KeyboardInterrupt:
                 self.manifest.status = "interrupted"
@@ -260,6 +260,9 @@ class Harness:
 
     def log_path(self, task: Task) -> Path:
         return self.rundir.log(task.name, task.round)
+
+    def key(self, task: Task) -> str:
+        return METRICS[task.metric].key(task, self.run_context())
 
     def estimate(self, task: Task) -> float:
         """Rough seconds a task takes: the progress bar's ETA weights."""

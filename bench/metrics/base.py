@@ -104,6 +104,11 @@ class Metric:
         """Name → metadata of every benchmark the task adds runs to."""
         return {task.name: self.metadata(task, backend, run)}
 
+    def key(self, task: Task, run: RunContext) -> str:
+        """The benchmark that says the task ran (its rounds are the task's): progress shows
+        it, resume looks for it."""
+        return task.name
+
     # -- how it runs -------------------------------------------------------------------
     def run(self, task: Task, backend: Backend, metadata: dict[str, dict],
             run: RunContext) -> list[pyperf.Benchmark]:

@@ -66,6 +66,10 @@ class Cost(Metric):
                 + (f" ({figure.unit})" if figure.kind != "wall" else "")
                 + ", one fresh run of the command per value in one instance of the backend")
 
+    def key(self, task: Task, run: RunContext) -> str:
+        workload = run.workloads[task.workload]
+        return _per_figure(task, run)[0].name if workload.several else task.name
+
     def benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
         workload = run.workloads[task.workload]
         if not workload.several:
