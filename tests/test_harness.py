@@ -204,6 +204,7 @@ def test_known_answer_sleep_200ms_on_bare(bare_run: BareRun, workloads_dir: Path
     redefined.mkdir()
     (redefined / "nap.toml").write_text((workloads_dir / "nap.toml").read_text()
                                         .replace('"0.2"', '"0.1"'))
+    (redefined / "duo.toml").write_text((workloads_dir / "duo.toml").read_text())
     before = (out / "results.json").read_bytes()
     result = vmvc("run", "--resume", str(out), "--quiet", workloads=redefined)
     assert result.returncode != 0 and "workload nap changed" in result.stderr

@@ -187,7 +187,7 @@ LEFTOVER = """
 from runtime import network
 network._nft(network.FIREWALL)  # a run killed after loading the table, before the bridge
 print(network.firewall_present())
-network.remove_bridge_if_unused(0)  # what `vmvc cleanup` and the last delete call
+network.remove_bridge()  # what `vmvc cleanup` and the last lease given back call
 print(network.firewall_present())
 """
 

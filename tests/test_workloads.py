@@ -81,6 +81,38 @@ def test_readme_worked_example(full_image: ImageArtifacts, tmp_path: Path) -> No
     assert 0 < milliseconds < 60_000
 
 
+def test_readmes_service_example_runs_on_the_bridge(full_image: ImageArtifacts,
+                                                    tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("A service of your own"):]
+    example = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "redis-ping.toml").write_text(example)
+    workload = load_workloads([tmp_path])["redis-ping"]
+    assert workload.several and workload.host_command
+    figures = run_in_container(workload, full_image, tmp_path)
+    assert figures["rps"] > 100 and 0 < figures["p50"] < 1.0
+
+
+def test_a_server_that_never_listens_fails_in_one_line(tiny_image: ImageArtifacts,
+                                                       tmp_path: Path) -> None:
+    """The setup's own wait gives up: one line with the server's last words, and nothing
+    stays (the session's leak checks: the container, its veth, its lease)."""
+    path = tmp_path / "deaf.toml"
+    path.write_text('''name = "deaf"
+setup = "echo 'deaf: cannot bind {address}:9' >&2; exit 1"
+host_command = ["true"]
+[figures.rps]
+kind = "regex"
+regex = "rps=([0-9]+)"
+unit = "ops/s"
+''')
+    with pytest.raises(VmvcError) as caught:
+        run_in_container(parse_workload(path), tiny_image, tmp_path)
+    message = str(caught.value)
+    assert message.startswith("deaf: setup exited 1: deaf: cannot bind 10.88.") and \
+        "\n" not in message
+
+
 GOOD = '''name = "x"
 command = ["true"]
 [figure]
