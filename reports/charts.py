@@ -161,10 +161,67 @@ def density(frame: pd.DataFrame) -> str | None:
     return to_svg(fig)
 
 
+def _latency_rows(frame: pd.DataFrame) -> pd.Series:
+    """A service's latency figures: cost rows of a figure (``<workload>.<figure>``) in
+    seconds; they are drawn as percentile curves, not as bars."""
+    return (frame["metric"] == "cost") & frame["workload"].str.contains(".", regex=False) & \
+        (frame["unit"] == SECONDS)
+
+
+PERCENTILE_ORDER = ("p50", "p95", "p99", "p999", "max")
+
+
+def _percentile_key(figure: str) -> tuple[int, str]:
+    """p50 < p99 < p999 < max, whatever prefix (``get_p99``) the figure has."""
+    for rank, name in enumerate(PERCENTILE_ORDER):
+        if figure == name or figure.endswith(f"_{name}"):
+            return rank, figure
+    return len(PERCENTILE_ORDER), figure
+
+
+def service_latency(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Per service workload, its latency percentiles with every backend on one chart, on a
+    log axis (an HDR-style percentile plot); (workload, svg) pairs."""
+    part = frame[_latency_rows(frame)]
+    charts = []
+    for service in sorted({w.split(".")[0] for w in part["workload"]}):
+        rows = part[part["workload"].str.startswith(f"{service}.")]
+        def group(figure: str) -> str:  # http's small_p99 and large_p99: two curves
+            return figure.rsplit("_", 1)[0] if "_" in figure else ""
+
+        figures = sorted({w.split(".", 1)[1] for w in rows["workload"]},
+                         key=lambda f: (group(f), _percentile_key(f)))
+        groups = sorted({group(f) for f in figures})
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        for backend in backends_in_order(rows["backend"]):
+            for curve in groups:
+                xs, ys = [], []
+                for i, figure in enumerate(figures):
+                    if group(figure) != curve:
+                        continue
+                    cell = rows[(rows["backend"] == backend)
+                                & (rows["workload"] == f"{service}.{figure}")]
+                    if not cell.empty:
+                        xs.append(i)
+                        ys.append(float(cell.iloc[0]["median"]))
+                if xs:
+                    ax.plot(xs, ys, marker="o", color=COLOURS.get(backend, "#777"),
+                            label=backend if curve == groups[0] else None)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds))
+        ax.set_xticks(range(len(figures)), figures, fontsize=8)
+        ax.set_ylabel("latency (median of the runs)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False)
+        charts.append((service, to_svg(fig)))
+    return charts
+
+
 def isolation_cost(frame: pd.DataFrame) -> str | None:
     """Per workload, each backend's mean over bare's, the spread of its values as error
-    bars; the bars say which way is better."""
-    part = frame[frame["metric"] == "cost"]
+    bars; the bars say which way is better. Services' latencies have their own charts."""
+    part = frame[(frame["metric"] == "cost") & ~_latency_rows(frame)]
     if part.empty or "bare" not in set(part["backend"]):
         return None
     workloads = sorted(set(part["workload"]))

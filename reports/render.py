@@ -72,6 +72,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
             "density_notes": {r["backend"]: r["note"] for _, r in frame.iterrows()
                               if r["metric"] == "density" and r["note"]},
             "cost_svg": charts.isolation_cost(frame),
+            "service_svgs": charts.service_latency(frame),
             "emulated": run.accelerator != "kvm" and "vm" in set(frame["backend"]),
             "failures": run.manifest.failures,
             "density_failures": [f for f in run.manifest.failures

@@ -22,7 +22,7 @@ from tests.conftest import CONTAINERS
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 FIXTURE = Path(__file__).parent / "fixtures" / "run-quick"
-SECTIONS = ("glance", "claims", "startup", "memory", "cost", "environment", "raw")
+SECTIONS = ("glance", "claims", "startup", "memory", "cost", "services", "environment", "raw")
 CLAIMS = ("VMs take minutes to start", "VMs waste resources", "containers isolate applications",
           "type 1 hypervisors")
 
@@ -299,3 +299,32 @@ def test_the_best_density_slope_is_marked_only_apart_from_the_next() -> None:
              apart[1]]
     (row,) = glance_of(*close)
     assert starred(row) == []
+
+
+def test_services_latencies_are_percentile_curves_not_cost_bars() -> None:
+    """A service's latency figures (seconds, cost:<workload>.<figure>) get one chart per
+    service with a curve per backend, in percentile order; its throughput stays a bar."""
+    from reports import charts
+    from reports.load import frame_of
+
+    def bench(name: str, unit: str, better: str, value: float) -> pyperf.Benchmark:
+        return pyperf.Benchmark([pyperf.Run([value, value * 1.01], metadata={
+            "name": name, "loops": 1, "vmvc_unit": unit, "vmvc_better": better},
+            collect_metadata=False)])
+
+    suite = pyperf.BenchmarkSuite(
+        [bench(f"cost:rr.{p}:{b}", "s", "lower", v * (4 if b == "vm" else 1))
+         for b in ("bare", "crun", "vm") for p, v in (("max", 2e-3), ("p50", 8e-5),
+                                                       ("p999", 7e-4), ("p99", 2e-4))]
+        + [bench(f"cost:redis.get:{b}", "ops/s", "higher", 7e4) for b in ("bare", "vm")]
+        + [bench(f"cost:cpu:{b}", "events/s", "higher", 4e3) for b in ("bare", "vm")])
+    frame = frame_of(suite, {})
+    (service, svg), = charts.service_latency(frame)
+    assert service == "rr"
+    ticks = [t for t in ("p50", "p99", "p999", "max") if f">{t}<" in svg]
+    assert ticks == ["p50", "p99", "p999", "max"]  # every percentile on the axis
+    assert svg.index(">p50<") < svg.index(">p99<") < svg.index(">p999<") < svg.index(">max<")
+    bars = charts.isolation_cost(frame)
+    assert "redis.get" in bars and "cpu" in bars and "rr.p99" not in bars
+    assert charts.service_latency(frame_of(pyperf.BenchmarkSuite(
+        [bench("cost:cpu:bare", "events/s", "higher", 1.0)]), {})) == []
