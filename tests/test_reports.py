@@ -328,3 +328,24 @@ def test_services_latencies_are_percentile_curves_not_cost_bars() -> None:
     assert "redis.get" in bars and "cpu" in bars and "rr.p99" not in bars
     assert charts.service_latency(frame_of(pyperf.BenchmarkSuite(
         [bench("cost:cpu:bare", "events/s", "higher", 1.0)]), {})) == []
+
+
+def test_the_services_claim_reads_the_round_trips() -> None:
+    """IBM's finding checked here: a VM's round trip 1.2x bare's or more while the fastest
+    container stays under, holds; a container as slow, partly; no rr, not measured."""
+    from reports.load import Run, frame_of
+    from reports.summary import claim_services
+
+    def verdict(p50: dict[str, float]) -> str:
+        suite = pyperf.BenchmarkSuite([pyperf.Benchmark([pyperf.Run([v, v], metadata={
+            "name": f"cost:rr.p50:{b}", "loops": 1, "vmvc_unit": "s", "vmvc_better": "lower"},
+            collect_metadata=False)]) for b, v in p50.items()])
+        manifest = SimpleNamespace(accelerator=SimpleNamespace(name="kvm"))
+        return claim_services(Run(Path("synthetic"), manifest, suite,
+                                  frame_of(suite, {}))).verdict
+
+    assert verdict({"bare": 40e-6, "crun": 45e-6, "vm": 70e-6}) == "holds"
+    assert verdict({"bare": 40e-6, "crun": 60e-6, "vm": 70e-6}) == \
+        "holds for VMs; containers pay too"
+    assert verdict({"bare": 40e-6, "crun": 41e-6, "vm": 42e-6}) == "does not hold"
+    assert verdict({"bare": 40e-6, "crun": 41e-6}) == "not measured here"
