@@ -56,6 +56,24 @@ def test_bare_stops_its_first_process_even_without_its_mark(context: BackendCont
     assert instance_processes() <= before
 
 
+def test_bare_stops_a_daemon_that_dropped_its_mark(context: BackendContext) -> None:
+    """A server started in a running instance (a service's setup) that clears or rewrites
+    its environment (nginx does; redis-server's process title overwrites it) is found by
+    the instance's own user namespace: the quick suite once left nginx and redis-server
+    listening on the host's 8080 and 6379."""
+    backend = make_backend("bare", context)
+    before = instance_processes()
+    with backend.start() as instance:
+        started = instance.exec(["/bin/sh", "-c", "env -i sleep 1000001 >/dev/null 2>&1 &"],
+                                timeout=10)
+        assert started.exit_code == 0
+        deadline = time.monotonic() + 10
+        while not [p for p in instance_processes() - before if "1000001" in p]:
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.01)
+    assert instance_processes() <= before
+
+
 @pytest.mark.parametrize("name", HOST_AND_CONTAINERS)
 def test_exec_keeps_stdout_and_stderr_apart(name: str, context: BackendContext) -> None:
     backend = make_backend(name, context)

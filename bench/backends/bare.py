@@ -68,6 +68,30 @@ MARK = "VMVC_BARE_INSTANCE"  # in every process's environment: how stop() finds 
 CGROUP_PREFIX = f"{DEFAULT_PREFIX}bare-"  # an instance's memory cgroup: DEFAULT_PREFIX + its id
 
 
+def _own_user_namespace(pid: int) -> int:
+    """An fd of *pid*'s user namespace if it is not ours (never the host's: every process
+    would match), else -1; -1 too if it is gone already (`true`: nothing to find)."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    if os.fstat(fd).st_ino == os.stat("/proc/self/ns/user").st_ino:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def in_user_namespace(inode: int) -> list[int]:
+    """Live processes in the user namespace of nsfs inode *inode*."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(entry / "ns" / "user").st_ino == inode:
+                    found.append(int(entry.name))
+    return found
+
+
 def marked_pids(instance_id: str | None = None) -> list[int]:
     """Live processes carrying the bare mark (of one instance, or of any)."""
     found = []
@@ -121,6 +145,8 @@ class BareInstance(Instance):
             (self.scratch / sub).mkdir(parents=True)
             os.chmod(self.scratch / sub, 0o1777)
         self.main: subprocess.Popen | None = None
+        self.userns = -1  # an fd of the instance's own user namespace: held, so its inode
+        # stays this instance's until stop() (a freed namespace's inode may be reused)
         self.account: MemoryAccount | None = None
         if accounted:
             account = MemoryAccount(f"{DEFAULT_PREFIX}{self.id}")
@@ -138,9 +164,12 @@ class BareInstance(Instance):
 
     def popen(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
         root, scratch, account = str(self.backend.root()), str(self.scratch), self.account
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 env=self.env(), close_fds=True,
                                 preexec_fn=lambda: _enter_image(root, scratch, account))
+        if self.userns < 0:  # Popen returns once the child exec'd: its namespace is made
+            self.userns = _own_user_namespace(proc.pid)
+        return proc
 
     def join(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
         """*argv* in the running instance's mount namespace and root, through util-linux's
@@ -171,14 +200,17 @@ class BareInstance(Instance):
 
     def pids(self) -> list[int]:
         """Every live process of this instance, daemons included: by its environment mark, by
-        its memory cgroup (a process may clear its environment), and its first process by its
-        pid (while a process is in execve its environment reads empty: `ready`'s shell
-        exec'ing sleep, which a stop that saw no mark left running)."""
+        its memory cgroup, by its user namespace (the instance's own: a daemon may clear or
+        overwrite its environment, as nginx and redis-server's process titles do), and its
+        first process by its pid (while a process is in execve its environment reads empty:
+        `ready`'s shell exec'ing sleep, which a stop that saw no mark left running)."""
         found = set(marked_pids(self.id))
         if self.account is not None:
             found |= set(self.account.pids())
         if self.main is not None and self.main.poll() is None:
             found.add(self.main.pid)
+        if self.userns >= 0:
+            found |= set(in_user_namespace(os.fstat(self.userns).st_ino))
         return sorted(found)
 
     def memory(self) -> MemoryReading:
@@ -202,6 +234,9 @@ class BareInstance(Instance):
                 self.main.wait()
             time.sleep(0.01)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.userns >= 0:
+            os.close(self.userns)
+            self.userns = -1
         if self.account is not None:
             try:
                 self.account.delete()
