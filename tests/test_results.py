@@ -142,5 +142,5 @@ def test_reports_never_import_bench() -> None:
             f"run = load_run(Path({str(FIXTURE)!r})); print(len(context([run], None)['claims']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False, cwd=REPO, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip() == "4", result.stderr[-2000:]
+    assert result.returncode == 0 and result.stdout.strip() == "5", result.stderr[-2000:]
 
