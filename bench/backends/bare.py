@@ -164,12 +164,15 @@ class BareInstance(Instance):
 
     def popen(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
         root, scratch, account = str(self.backend.root()), str(self.scratch), self.account
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 env=self.env(), close_fds=True,
                                 preexec_fn=lambda: _enter_image(root, scratch, account))
-        if self.userns < 0:  # Popen returns once the child exec'd: its namespace is made
-            self.userns = _own_user_namespace(proc.pid)
-        return proc
+
+    def hold_namespace(self) -> None:
+        """Hold the running first process's user namespace (once; never in a timed path:
+        start() after its Popen, pids() at stop)."""
+        if self.userns < 0 and self.main is not None and self.main.poll() is None:
+            self.userns = _own_user_namespace(self.main.pid)
 
     def join(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
         """*argv* in the running instance's mount namespace and root, through util-linux's
@@ -209,6 +212,7 @@ class BareInstance(Instance):
             found |= set(self.account.pids())
         if self.main is not None and self.main.poll() is None:
             found.add(self.main.pid)
+        self.hold_namespace()
         if self.userns >= 0:
             found |= set(in_user_namespace(os.fstat(self.userns).st_ino))
         return sorted(found)
@@ -277,6 +281,7 @@ class BareBackend(Backend):
         instance.address = "127.0.0.1" if network == "bridge" else None
         try:
             instance.main = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
+            instance.hold_namespace()  # Popen returned once the child exec'd: it is made
         except BaseException:
             instance.stop()
             raise
