@@ -53,9 +53,22 @@ class Bundle:
         self.id = new_id()
         self.dir = backend.context.private_workdir() / BUNDLES / self.id
         self.dir.mkdir(parents=True)
+        self.netns: BridgedNetns | None = None
+        try:
+            self._write_config(argv, network)
+        except BaseException:  # a namespace, a veth, a lease or the dir: none is left
+            if self.netns is not None:
+                netns.remove(self.netns)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        self.mounted = False
+        self.created = False
+        self.pid = 0
+
+    def _write_config(self, argv: list[str], network: str) -> None:
+        backend = self.backend
         annotations = {} if backend.mounts_rootfs else \
             {IMAGE_ANNOTATION: str(backend.context.oci_layout)}
-        self.netns: BridgedNetns | None = None
         if network != "none" and not backend.harness_network:
             annotations[NETWORK_ANNOTATION] = network
         config = container_config(argv, self.id, backend.context.limits, annotations)
@@ -64,15 +77,7 @@ class Bundle:
             for namespace in config["linux"]["namespaces"]:
                 if namespace["type"] == "network":
                     namespace["path"] = self.netns.path
-        try:
-            (self.dir / "config.json").write_text(json.dumps(config))
-        except OSError:
-            if self.netns is not None:
-                netns.remove(self.netns)
-            raise
-        self.mounted = False
-        self.created = False
-        self.pid = 0
+        (self.dir / "config.json").write_text(json.dumps(config))
 
     def mount_root(self) -> None:
         if not self.backend.mounts_rootfs:
