@@ -19,6 +19,7 @@ from image.progress import StepProgress
 WORKLOAD_PACKAGES = (
     "busybox", "sysbench", "fio", "stress-ng", "iperf3", "redis-server", "redis-tools",
     "sockperf", "nginx-light", "wrk",  # services: server in the instance, client on the host
+    "mariadb-server-core",  # db (full suite): the server; sysbench is its client
     "qemu-guest-agent",
 )
 GUEST_INIT = "usr/local/sbin/vmvc-init"

@@ -14,7 +14,7 @@ from reports.load import Run
 from results import BACKEND_ORDER, backends_in_order
 from results import format_value as fmt
 
-GROUP = {"bare": "host", "builtin": "container", "builtin-cli": "container",
+GROUP = {"bare": "host", "bare-veth": "host", "builtin": "container", "builtin-cli": "container",
          "runc": "container", "crun": "container", "vm": "VM"}
 
 

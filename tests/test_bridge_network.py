@@ -5,6 +5,8 @@ net-bridge workload gives its figure on the peers' runtimes and the VM too."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -13,14 +15,18 @@ import pytest
 
 from bench.backends import BackendContext, make_backend, netns
 from bench.backends.bare import BareBackend
+from bench.backends.base import Instance
 from bench.backends.netns import NETNS_DIR, PREFIX
+from bench.backends.oci_bundle import cpu_list
+from bench.backends.vm import VmInstance
 from bench.harness import measure
+from bench.metrics.cost import service_cpus
 from bench.workloads import load_workloads
 from image.build import ImageArtifacts
 from paths import BENCH_WORKDIR
 from runtime import network
 
-BRIDGED = ["builtin", "builtin-cli", "runc", "crun",
+BRIDGED = ["bare-veth", "builtin", "builtin-cli", "runc", "crun",
            pytest.param("vm", marks=pytest.mark.slow)]  # a boot under TCG
 SERVE = ("mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html && "
          "busybox httpd -p 8080 -h /tmp/www")  # httpd forks into the background
@@ -58,22 +64,128 @@ def our_namespaces() -> set[str]:
 @pytest.mark.parametrize("name", BRIDGED)
 def test_the_host_reaches_every_bridged_instance(name: str,
                                                  full_image: ImageArtifacts) -> None:
-    """A page served inside, fetched from the host; then the net-bridge workload's figure
-    (iperf3 from the host) from the same instance."""
+    """A page served inside, fetched from the host; the instance reaches none of the host's
+    own addresses (a listener on all of them); then, as the cost metric runs them, the
+    service workload rr (all its figures, the instance and the client each on CPUs of
+    their own) and net-bridge's figure (iperf3 from the host) from the same instance."""
     context = context_of(full_image)
     before = (leased(), our_namespaces())
-    with make_backend(name, context).start(network="bridge") as instance:
-        assert instance.address is not None
+    server, client = service_cpus()
+    with make_backend(name, context).start(network="bridge", cpus=server) as instance:
+        assert instance.address is not None and instance.client_network is None
         assert network.ipaddress.ip_address(instance.address) in network.SUBNET
         assert instance.address in leased() - before[0]
         served = instance.exec(["/bin/sh", "-c", SERVE], timeout=30)
         assert served.exit_code == 0, served.output
         assert fetch(instance.address).startswith("hello from ")
-        with BareBackend(context).start() as host:
+        assert reached_from(instance) == []
+        if server is not None:
+            assert cpus_of(instance) == {cpu_list(server)}
+        with BareBackend(context).host_side(instance, client) as host:
+            if client is not None:
+                assert cpus_of(host) == {cpu_list(client)}
+            figures = measure.figures(instance, load_workloads()["rr"], "quick", host)
             gbits = measure.cost(instance, load_workloads()["net-bridge"], "quick", host)
+        assert set(figures) == {"p50", "p99", "p999", "max"}
+        assert 0 < figures["p50"] <= figures["p99"] <= figures["p999"] <= figures["max"]
         assert gbits > 0.01, gbits  # iperf3 moved data; TCG's VM is the slowest
     assert (leased(), our_namespaces()) == before
     assert not Path(f"/sys/class/net/{network.BRIDGE}").exists() or before[0]
+
+
+def cpus_of(instance: Instance) -> set[str]:
+    """The CPU lists its processes may run on: a VM's QEMU threads (the guest's own CPUs
+    are the guest's), else a process started in it."""
+    if isinstance(instance, VmInstance):
+        tasks = Path(f"/proc/{instance.vm.qemu_pid()}/task").iterdir()
+        return {_allowed((task / "status").read_text()) for task in tasks}
+    status = instance.exec(["cat", "/proc/self/status"], timeout=30)
+    return {_allowed(status.stdout)}
+
+
+def _allowed(status: str) -> str:
+    return next(line.split()[1] for line in status.splitlines()
+                if line.startswith("Cpus_allowed_list:"))
+
+
+def host_addresses() -> list[str]:
+    """The host's own IPv4 addresses but loopback's (the bridge's gateway among them)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)]
+    return [a for a in found if not a.startswith("127.")]
+
+
+def reached_from(instance: Instance) -> list[str]:
+    """Which host addresses a TCP connect from inside *instance* reached: a listener on all
+    of the host's addresses, its connections accepted (and closed at once, so the client
+    ends) by a thread, counted per address tried."""
+    listener = socket.create_server(("0.0.0.0", 0))
+    listener.settimeout(0.2)
+    port, accepted, done = listener.getsockname()[1], [], threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+            accepted.append(1)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    reached = []
+    try:
+        for address in host_addresses():
+            before = len(accepted)
+            instance.exec(["/bin/sh", "-c", f"busybox nc -w 2 {address} {port} </dev/null"],
+                          timeout=30)
+            time.sleep(0.3)  # the accepting thread's turn
+            if len(accepted) > before:
+                reached.append(address)
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+    return reached
+
+
+def test_bare_serves_on_a_loopback_of_its_own(full_image: ImageArtifacts) -> None:
+    """bare's service path is the host's own (loopback), in a namespace of the instance's:
+    a host server on the same port is neither in the way nor measured, nothing of the
+    instance listens on the host, and its client joins it (pinned, as the instance is)."""
+    context = context_of(full_image)
+    before = (leased(), our_namespaces())
+    squatter = socket.create_server(("127.0.0.1", 11111))  # where rr's server listens
+    squatter.settimeout(0.2)
+    server, client = service_cpus()
+    try:
+        with BareBackend(context).start(network="bridge", cpus=server) as instance:
+            assert instance.address == "127.0.0.1" and instance.client_network
+            assert our_namespaces() - before[1] and leased() == before[0]
+            if server is not None:
+                assert cpus_of(instance) == {cpu_list(server)}
+            with BareBackend(context).host_side(instance, client) as host:
+                if client is not None:
+                    assert cpus_of(host) == {cpu_list(client)}
+                figures = measure.figures(instance, load_workloads()["rr"], "quick", host)
+            assert 0 < figures["p50"] <= figures["max"]
+            with pytest.raises(TimeoutError):
+                squatter.accept()  # rr's client never came to the host's server
+            listening = Path("/proc/net/tcp").read_text()
+            assert listening.count(":2B67 00000000:0000 0A") == 1  # the squatter's only
+    finally:
+        squatter.close()
+    assert (leased(), our_namespaces()) == before
+
+
+def test_the_reach_probe_sees_a_reachable_host(full_image: ImageArtifacts) -> None:
+    """The probe's control: a bare instance in the host's network reaches every one of the
+    host's addresses (so an empty answer from a bridged instance means unreachable)."""
+    with BareBackend(context_of(full_image)).start() as instance:
+        assert host_addresses() and reached_from(instance) == host_addresses()
 
 
 def test_two_users_never_share_an_address(tiny_image: ImageArtifacts) -> None:

@@ -82,3 +82,33 @@ def test_burst_max_caps_the_suites_burst_sizes() -> None:
 
     assert sizes(None) == ["x1", "x4", "x16"]
     assert sizes(4) == ["x1", "x4"] and sizes(0) == []
+
+
+def test_a_services_client_gets_a_cpu_the_instance_does_not_use() -> None:
+    from bench.metrics.cost import service_cpus
+
+    assert service_cpus({0, 1}) == ({0}, {1})
+    assert service_cpus({0, 2, 3, 5}) == ({0, 2, 3}, {5})  # the harness's own CPUs only
+    assert service_cpus({4}) == (None, None)  # one CPU: nothing to split
+
+
+def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None:
+    """bare-veth runs when named; db only in the full suite unless named."""
+    import argparse
+
+    from bench.commands.run import _settings_from_args
+    from bench.harness.runner import BUILTIN_WORKLOADS, Settings
+
+    assert "bare-veth" in BACKENDS and "bare-veth" not in Settings().backends
+    assert Settings().backends == [b for b in BACKENDS if b != "bare-veth"]
+    names = ("suite", "repeat", "image", "cpus", "memory_mib", "density_max", "burst_max",
+             "vm_boots", "vm_memory_mib", "vm_vcpus", "backends", "workloads", "metrics")
+
+    def settings(**given: object) -> Settings:
+        return _settings_from_args(argparse.Namespace(**{**dict.fromkeys(names), **given}))
+
+    assert settings().workloads == list(BUILTIN_WORKLOADS)
+    assert "db" not in BUILTIN_WORKLOADS
+    assert settings(suite="full").workloads == [*BUILTIN_WORKLOADS, "db"]
+    assert settings(suite="full", workloads="db,cpu").workloads == ["db", "cpu"]
+    assert settings(suite="quick", workloads="db").workloads == ["db"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,6 +88,7 @@ class VmConfig:
     boot_timeout: float = 180.0
     probe_cache: Path | None = field(default_factory=kvm_probe_file)
     nic: Nic | None = None  # None: no network device at all (the startup figures' VM)
+    cpuset: str = ""  # host CPUs for its vCPUs and QEMU's own threads, "0,2" (empty: any)
 
 
 @dataclass
@@ -239,7 +241,8 @@ def domain_xml(name: str, workdir: Path, config: VmConfig, verdict: KvmVerdict) 
     return _render_xml(
         domain_type=verdict.libvirt_domain_type, name=name, accelerator=verdict.accelerator,
         workdir=workdir, memory_mib=config.memory_mib, vcpus=config.vcpus,
-        kernel=Path(config.kernel).resolve(), initramfs=Path(config.initramfs).resolve(),
+        cpuset=config.cpuset, kernel=Path(config.kernel).resolve(),
+        initramfs=Path(config.initramfs).resolve(),
         cmdline=cmdline, emulator=QEMU, nic=nic, tap=nic.tap(name) if nic else "",
         vhost=_vhost(verdict), overlay=workdir / "disk.qcow2",
         serial_log=workdir / "serial.log", agent_socket=workdir / "agent.sock",
@@ -258,6 +261,8 @@ def _check_config(config: VmConfig) -> None:
         raise VmError(f"VM vCPUs {config.vcpus}: give 1..{(os.cpu_count() or 1) * 4}")
     if config.accelerator not in ("auto", "kvm", "tcg"):
         raise VmError(f"accelerator {config.accelerator!r}: choose auto, kvm or tcg")
+    if config.cpuset and not re.fullmatch(r"\d+(,\d+)*", config.cpuset):
+        raise VmError(f"VM cpuset {config.cpuset!r}: give host CPU numbers like 0,2")
 
 
 def choose_accelerator(config: VmConfig) -> KvmVerdict:
@@ -428,7 +433,8 @@ def boot(config: VmConfig) -> Vm:
         create_call = time.monotonic() - watch.start
         vm = Vm(name, dom, conn, workdir, verdict, config, BootPhases(create_call=create_call),
                 tuning={"cpu": "host-passthrough" if verdict.accelerator == "kvm"
-                        else "qemu default (TCG)", "vcpu_pinning": "none", "hugepages": "no",
+                        else "qemu default (TCG)", "vcpu_pinning": config.cpuset or "none",
+                        "hugepages": "no",
                         "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s",
                         **_nic_tuning(config, verdict)},
                 lock_fd=lock_fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.backends.bare import BareBackend
+from bench.backends.bare_veth import BareVethBackend
 from bench.backends.base import Backend, BackendContext, Instance, Limits
 from bench.backends.builtin import BuiltinBackend
 from bench.backends.builtin_cli import BuiltinCliBackend
@@ -11,8 +12,8 @@ from bench.backends.runc import RuncBackend
 from bench.backends.vm import VmBackend
 
 BACKENDS: dict[str, type[Backend]] = {
-    cls.name: cls for cls in (BareBackend, BuiltinBackend, BuiltinCliBackend, RuncBackend,
-                              CrunBackend, VmBackend)
+    cls.name: cls for cls in (BareBackend, BareVethBackend, BuiltinBackend, BuiltinCliBackend,
+                              RuncBackend, CrunBackend, VmBackend)
 }
 
 __all__ = ["BACKENDS", "Backend", "BackendContext", "Instance", "Limits", "make_backend"]

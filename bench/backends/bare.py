@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.backends import netns
 from bench.backends.base import (
     ENV,
     IDLE,
@@ -48,12 +49,14 @@ from bench.backends.base import (
     uninterruptible,
     wait_process,
 )
+from bench.backends.netns import BridgedNetns
 from bench.backends.oci_bundle import image_layers
 from bench.errors import VmvcError
 from paths import RUNTIME_DATA
 from runtime.cgroups import DEFAULT_PREFIX, MemoryAccount
 from runtime.errors import ContainerError
 from runtime.linux import (
+    CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWUSER,
     MS_BIND,
@@ -106,12 +109,22 @@ def marked_pids(instance_id: str | None = None) -> list[int]:
     return found
 
 
-def _enter_image(root: str, scratch: str, account: MemoryAccount | None) -> None:
+def _enter_image(root: str, scratch: str, account: MemoryAccount | None,
+                 network: str | None = None, cpus: set[int] | None = None) -> None:
     """In the forked child before exec: into the instance's memory cgroup (before anything
-    is charged), private mounts, host dirs bound in, chroot."""
+    is charged), its network namespace and CPUs if it has them, private mounts, host dirs
+    bound in, chroot."""
     if account is not None:
         account.add(os.getpid())
     linux = Linux()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if network is not None:  # while still the host's root: setns needs its CAP_SYS_ADMIN
+        fd = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, CLONE_NEWNET)
+        finally:
+            os.close(fd)
     linux.unshare(CLONE_NEWNS)
     linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
     # the layer is shared (the containers' overlay lower dir): bound read-only over itself
@@ -137,9 +150,13 @@ def _lock_mounts(linux: Linux) -> None:
 
 
 class BareInstance(Instance):
-    def __init__(self, backend: BareBackend, accounted: bool = False) -> None:
+    def __init__(self, backend: BareBackend, accounted: bool = False,
+                 cpus: set[int] | None = None) -> None:
         self.backend = backend
         self.id = f"bare-{uuid.uuid4().hex[:10]}"
+        self.cpus = cpus  # the only CPUs its processes run on (None: any)
+        self.netns: BridgedNetns | None = None  # its own network namespace, if it has one
+        self.network: str | None = None  # the network namespace it runs in (None: the host's)
         self.scratch = backend.context.private_workdir() / self.id
         for sub in ("tmp", "var-tmp"):
             (self.scratch / sub).mkdir(parents=True)
@@ -164,9 +181,11 @@ class BareInstance(Instance):
 
     def popen(self, argv: list[str], stdout: int, stderr: int) -> subprocess.Popen:
         root, scratch, account = str(self.backend.root()), str(self.scratch), self.account
+        network, cpus = self.network, self.cpus
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 env=self.env(), close_fds=True,
-                                preexec_fn=lambda: _enter_image(root, scratch, account))
+                                preexec_fn=lambda: _enter_image(root, scratch, account,
+                                                                network, cpus))
 
     def hold_namespace(self) -> None:
         """Hold the running first process's user namespace (once; never in a timed path:
@@ -187,10 +206,15 @@ class BareInstance(Instance):
         # instance's user namespace, so the command's root has no more power than the
         # instance's (host root could mount the host's disk there anew, writable);
         # --preserve-credentials: setgroups is denied there, and root stays root
+        # --preserve-credentials: setgroups is denied there, and root stays root; --net: the
+        # instance's network namespace when it has its own; taskset: its CPUs when pinned
         nsenter = [shutil.which("nsenter") or "nsenter", f"--target={self.main.pid}", "--user",
-                   "--mount", "--preserve-credentials", "--root", "--wd", "--"]
-        return subprocess.Popen([*nsenter, *argv], stdin=subprocess.DEVNULL, stdout=stdout,
-                                stderr=stderr, env=self.env(), close_fds=True)
+                   "--mount", *(["--net"] if self.network else []), "--preserve-credentials",
+                   "--root", "--wd", "--"]
+        pin = [shutil.which("taskset") or "taskset", "--cpu-list",
+               ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
+        return subprocess.Popen([*pin, *nsenter, *argv], stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=stderr, env=self.env(), close_fds=True)
 
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome:
         running = self.main is not None and self.main.poll() is None
@@ -238,6 +262,9 @@ class BareInstance(Instance):
                 self.main.wait()
             time.sleep(0.01)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.netns is not None:  # its processes, the last users, are gone
+            made, self.netns = self.netns, None
+            netns.remove(made)
         if self.userns >= 0:
             os.close(self.userns)
             self.userns = -1
@@ -276,12 +303,40 @@ class BareBackend(Backend):
             self._root = layers[0]
         return self._root
 
-    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
-        instance = BareInstance(self, accounted=True)
-        instance.address = "127.0.0.1" if network == "bridge" else None
+    def own_network(self, instance_id: str) -> BridgedNetns:
+        """A service instance's network: a namespace with only its loopback, which the host
+        side joins (the host's own loopback path, kept private: a host service on the same
+        port is neither in the way nor measured, and nothing the workload starts listens on
+        the host's ports)."""
+        return netns.make_private(instance_id)
+
+    def start(self, argv: list[str] = IDLE, network: str = "none",
+              cpus: set[int] | None = None) -> Instance:
+        if network not in ("none", "bridge"):
+            raise VmvcError(f"{self.name}: network {network!r}: choose none or bridge")
+        instance = BareInstance(self, accounted=True, cpus=cpus)
         try:
+            if network == "bridge":
+                with uninterruptible():  # a namespace made is one its stop() removes
+                    instance.netns = self.own_network(instance.id)
+                instance.network = instance.netns.path
+                instance.address = instance.netns.address or "127.0.0.1"
+                instance.client_network = None if instance.netns.address else instance.network
             instance.main = instance.popen(argv, subprocess.DEVNULL, subprocess.DEVNULL)
             instance.hold_namespace()  # Popen returned once the child exec'd: it is made
+        except BaseException:
+            instance.stop()
+            raise
+        return instance
+
+    def host_side(self, reach: Instance, cpus: set[int] | None = None) -> Instance:
+        """An idle instance for a service's client: in the host's network, or in the one
+        *reach*'s host side must join (its ``client_network``)."""
+        instance = BareInstance(self, accounted=True, cpus=cpus)
+        instance.network = reach.client_network
+        try:
+            instance.main = instance.popen(IDLE, subprocess.DEVNULL, subprocess.DEVNULL)
+            instance.hold_namespace()
         except BaseException:
             instance.stop()
             raise

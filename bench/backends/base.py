@@ -119,6 +119,8 @@ class Instance(ABC):
     """A running instance of the image, idle until told to run something."""
 
     address: str | None = None  # on the suite's bridge, when started with network="bridge"
+    client_network: str | None = None  # the network namespace a client joins to reach the
+    # address (None: the host's own)
 
     @abstractmethod
     def exec(self, argv: list[str], timeout: float) -> ExecOutcome: ...
@@ -149,6 +151,7 @@ class Backend(ABC):
     expensive = False  # an instance is a boot: fixed counts in process, not pyperf's workers
     boot_phases = False  # its instances report boot phases (``instance.phases``)
     needs_full_image = False  # the tiny (busybox) image lacks what it needs
+    default = True  # run when --backends is not given (a variant for one question: False)
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
@@ -158,9 +161,11 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none",
+              cpus: set[int] | None = None) -> Instance:
         """An instance running *argv* (by default idle), returned once it runs; with
-        *network* ``bridge`` reachable from the host at its ``address``."""
+        *network* ``bridge`` reachable from the host at its ``address``; on *cpus* only
+        (None: any), so a service's client can have a CPU of its own."""
 
     @abstractmethod
     def time_to_exit(self, argv: list[str]) -> float:

@@ -69,18 +69,19 @@ class BuiltinBackend(Backend):
         super().__init__(context)
         self.runtime = Runtime(RUNTIME_ROOT, RUNTIME_DATA)
 
-    def _create(self, argv: list[str], stdio: tuple[int, int, int],
-                network: str = "none") -> tuple[str, int, str | None]:
+    def _create(self, argv: list[str], stdio: tuple[int, int, int], network: str = "none",
+                cpus: set[int] | None = None) -> tuple[str, int, str | None]:
         container_id = new_id()
-        state = self.runtime.create(container_id, self.context.workdir,
-                                    container_config(argv, container_id, self.context.limits),
+        config = container_config(argv, container_id, self.context.limits, cpus=cpus)
+        state = self.runtime.create(container_id, self.context.workdir, config,
                                     image=self.context.oci_layout, stdio=stdio, network=network)
         return container_id, state.pid, state.network.get("address")
 
-    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none",
+              cpus: set[int] | None = None) -> Instance:
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            container_id, pid, address = self._create(argv, (null, null, null), network)
+            container_id, pid, address = self._create(argv, (null, null, null), network, cpus)
         finally:
             os.close(null)
         instance = BuiltinInstance(self, container_id, pid)

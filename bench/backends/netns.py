@@ -69,6 +69,28 @@ def make(instance_id: str) -> BridgedNetns:
         raise
 
 
+def make_private(instance_id: str) -> BridgedNetns:
+    """A new named namespace with only ``lo`` up (no address leased, no veth): a network of
+    the instance's own that the host side reaches by joining it (bare's services)."""
+    from pyroute2 import NetNS, netns
+
+    name = f"{PREFIX}{instance_id}"
+    try:
+        netns.create(name)
+    except OSError as exc:
+        raise VmvcError(f"network namespace {name}: {exc.strerror or exc}") from exc
+    made = BridgedNetns(name, "")
+    try:
+        with NetNS(name) as inside:
+            inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
+        return made
+    except BaseException as exc:
+        remove(made)
+        if isinstance(exc, OSError | IndexError) or type(exc).__name__ == "NetlinkError":
+            raise VmvcError(f"network namespace {name}: {exc}") from exc
+        raise
+
+
 def remove(made: BridgedNetns) -> None:
     """The namespace (its eth0 and the pair go with it), the host end if it stayed, the
     address back (the last one takes the bridge)."""

@@ -21,7 +21,8 @@ def new_id() -> str:
 
 
 def container_config(argv: list[str], container_id: str, limits: Limits,
-                     annotations: dict[str, str] | None = None) -> dict:
+                     annotations: dict[str, str] | None = None,
+                     cpus: set[int] | None = None) -> dict:
     global _TEMPLATE
     if _TEMPLATE is None:  # resolving Docker's profile for this host takes ~10 ms
         _TEMPLATE = default_spec(["true"])
@@ -32,11 +33,18 @@ def container_config(argv: list[str], container_id: str, limits: Limits,
     resources = config["linux"].setdefault("resources", {})
     if limits.cpus is not None:
         resources["cpu"] = {"quota": int(limits.cpus * CPU_PERIOD_US), "period": CPU_PERIOD_US}
+    if cpus:  # a cpuset: the container's processes run on these CPUs only
+        resources.setdefault("cpu", {})["cpus"] = cpu_list(cpus)
     if limits.memory_mib is not None:
         resources["memory"] = {"limit": limits.memory_mib << 20}
     if annotations:
         config["annotations"] = dict(annotations)
     return config
+
+
+def cpu_list(cpus: set[int]) -> str:
+    """The kernel's list form of a CPU set (cpuset.cpus, taskset --cpu-list): 0,2,3."""
+    return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
 def image_layers(oci_layout: Path, store: Path) -> list[Path]:

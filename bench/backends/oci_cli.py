@@ -48,14 +48,15 @@ CLI_TIMEOUT = 60.0
 class Bundle:
     """One container's bundle dir: config.json, and for runc/crun its overlay root."""
 
-    def __init__(self, backend: OciCliBackend, argv: list[str], network: str = "none") -> None:
+    def __init__(self, backend: OciCliBackend, argv: list[str], network: str = "none",
+                 cpus: set[int] | None = None) -> None:
         self.backend = backend
         self.id = new_id()
         self.dir = backend.context.private_workdir() / BUNDLES / self.id
         self.dir.mkdir(parents=True)
         self.netns: BridgedNetns | None = None
         try:
-            self._write_config(argv, network)
+            self._write_config(argv, network, cpus)
         except BaseException:  # a namespace, a veth, a lease or the dir: none is left
             if self.netns is not None:
                 netns.remove(self.netns)
@@ -65,13 +66,13 @@ class Bundle:
         self.created = False
         self.pid = 0
 
-    def _write_config(self, argv: list[str], network: str) -> None:
+    def _write_config(self, argv: list[str], network: str, cpus: set[int] | None) -> None:
         backend = self.backend
         annotations = {} if backend.mounts_rootfs else \
             {IMAGE_ANNOTATION: str(backend.context.oci_layout)}
         if network != "none" and not backend.harness_network:
             annotations[NETWORK_ANNOTATION] = network
-        config = container_config(argv, self.id, backend.context.limits, annotations)
+        config = container_config(argv, self.id, backend.context.limits, annotations, cpus)
         if network != "none" and backend.harness_network:  # joined by path, as CNI does
             self.netns = netns.make(self.id)
             for namespace in config["linux"]["namespaces"]:
@@ -219,11 +220,12 @@ class OciCliBackend(Backend):
         """Where the host reaches the container on the suite's bridge."""
         return bundle.netns.address if bundle.netns else None
 
-    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none",
+              cpus: set[int] | None = None) -> Instance:
         if network not in ("none", "bridge"):
             raise VmvcError(f"{self.name}: network {network!r}: choose none or bridge")
         with uninterruptible():  # a namespace made is a namespace removed
-            bundle = Bundle(self, argv, network)
+            bundle = Bundle(self, argv, network, cpus)
         null = os.open(os.devnull, os.O_RDWR)
         try:
             bundle.create((null, null, null))

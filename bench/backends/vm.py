@@ -15,6 +15,7 @@ from bench.backends.base import (
     read_memory_of,
     uninterruptible,
 )
+from bench.backends.oci_bundle import cpu_list
 from bench.errors import VmvcError
 from runtime import network as runtime_network
 from vmdriver.errors import VmError
@@ -78,11 +79,11 @@ class VmBackend(Backend):
                           "exited (vmdriver phase first_command_done); destroy untimed")
     ready_definition = ""  # the guest agent returns output only once a command exits
 
-    def config(self, nic: Nic | None = None) -> VmConfig:
+    def config(self, nic: Nic | None = None, cpus: set[int] | None = None) -> VmConfig:
         c = self.context
         return VmConfig(kernel=c.kernel, initramfs=c.initramfs, disk=c.disk,
                         vcpus=c.vm_vcpus, memory_mib=c.vm_memory_mib, accelerator=c.accelerator,
-                        nic=nic)
+                        nic=nic, cpuset=cpu_list(cpus) if cpus else "")
 
     def memory_bound_bytes(self) -> int | None:
         """The guest's RAM (it may touch all of it) and QEMU's own share beside it. Under TCG
@@ -91,25 +92,26 @@ class VmBackend(Backend):
         this is an estimate for idle instances, not a hard bound."""
         return (self.context.vm_memory_mib + QEMU_OWN_MIB) << 20
 
-    def boot(self, nic: Nic | None = None) -> VmInstance:
+    def boot(self, nic: Nic | None = None, cpus: set[int] | None = None) -> VmInstance:
         try:
-            return VmInstance(boot(self.config(nic)))
+            return VmInstance(boot(self.config(nic, cpus)))
         except VmError as exc:
             raise VmvcError(str(exc)) from exc
 
-    def start(self, argv: list[str] = IDLE, network: str = "none") -> Instance:
+    def start(self, argv: list[str] = IDLE, network: str = "none",
+              cpus: set[int] | None = None) -> Instance:
         if network not in ("none", "bridge"):
             raise VmvcError(f"vm: network {network!r}: choose none or bridge")
         if argv != IDLE:
             raise VmvcError("vm: an instance boots idle; run commands through exec")
         if network == "none":
-            return self.boot()
+            return self.boot(cpus=cpus)
         with uninterruptible():  # an address leased is an address given back
             # held while this process lives: a killed harness's lease is pruned by cleanup
             address = runtime_network.lease_address("vm of the harness", f"/proc/{os.getpid()}")
             try:
                 return self.boot(Nic(runtime_network.BRIDGE, address,
-                                     runtime_network.SUBNET.prefixlen))
+                                     runtime_network.SUBNET.prefixlen), cpus)
             except BaseException:
                 runtime_network.release_address(address)
                 raise

@@ -19,9 +19,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser("run", help=f"run the benchmarks ({', '.join(METRICS)})")
     parser.add_argument("--suite", default=None, help="quick (default: ~10 min here) or full")
     parser.add_argument("--backends", default=None,
-                        help=f"comma-separated (default: {','.join(BACKEND_ORDER)})")
+                        help="comma-separated (default: every backend but variants: "
+                        f"{','.join(b for b in BACKEND_ORDER if b != 'bare-veth')})")
     parser.add_argument("--workloads", default=None,
-                        help="comma-separated cost workloads (default: the built-ins; "
+                        help="comma-separated cost workloads (default: the built-ins, db only in "
+                             "the full suite; "
                              "see vmvc workloads)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated: only these (default: all; a VM's boot phases "
@@ -52,7 +54,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def _settings_from_args(args: argparse.Namespace):
-    from bench.harness.runner import Settings
+    from bench.harness.runner import FULL_SUITE_WORKLOADS, Settings
 
     settings = Settings()
     given = {"suite": args.suite, "repeat": args.repeat, "image": args.image, "cpus": args.cpus,
@@ -67,6 +69,8 @@ def _settings_from_args(args: argparse.Namespace):
         settings.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.workloads is not None:
         settings.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    elif settings.suite == "full":
+        settings.workloads += list(FULL_SUITE_WORKLOADS)
     if args.metrics is not None:
         settings.metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     return settings

@@ -51,12 +51,14 @@ EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 SELECTABLE = ("startup", "memory", "density", "burst", "cost")  # --metrics (boot-phase: startup's)
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge",
                      "rr", "redis", "redis-1", "http")  # services: client on the host
+FULL_SUITE_WORKLOADS = ("db",)  # the default workloads of the full suite also run these
 
 
 @dataclass
 class Settings:
     suite: str = "quick"
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    backends: list[str] = field(default_factory=lambda: [n for n, b in BACKENDS.items()
+                                                         if b.default])
     workloads: list[str] = field(default_factory=lambda: list(BUILTIN_WORKLOADS))
     repeat: int = 1
     image: str = "full"

@@ -12,11 +12,13 @@ each."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pyperf
 
 from bench.backends.base import Backend, BackendContext, Instance, uninterruptible
+from bench.backends.oci_bundle import cpu_list
 from bench.harness import measure
 from bench.harness.plan import Task
 from bench.metrics.base import Group, Metric, PlanInputs, RunContext
@@ -64,7 +66,8 @@ class Cost(Metric):
         return (f"{workload.description}: "
                 + (f"figure {part}, " if part else "") + f"{figure.kind} figure"
                 + (f" ({figure.unit})" if figure.kind != "wall" else "")
-                + ", one fresh run of the command per value in one instance of the backend")
+                + ", one fresh run of the command per value in one instance of the backend"
+                + (f"; {pinning()}" if workload.host_command else ""))
 
     def key(self, task: Task, run: RunContext) -> str:
         workload = run.workloads[task.workload]
@@ -144,10 +147,30 @@ def start(backend: Backend, context: BackendContext, workload: Workload,
 
     if not made:
         bridged = bool(workload.host_command)
-        made.append(backend.start(network="bridge" if bridged else "none"))
+        server, client = service_cpus() if bridged else (None, None)
+        made.append(backend.start(network="bridge" if bridged else "none", cpus=server))
         if bridged:
-            made.append(BareBackend(context).start())
+            made.append(BareBackend(context).host_side(made[0], client))
     return made[0], made[1] if len(made) > 1 else None
+
+
+def service_cpus(available: set[int] | None = None) -> tuple[set[int] | None,
+                                                               set[int] | None]:
+    """The CPUs of a service's instance and of its client: the client gets the last CPU the
+    harness may use, the instance the others, so neither steals the other's CPU (as IBM's
+    client ran on a machine of its own); with one CPU there is nothing to split (None)."""
+    cpus = sorted(os.sched_getaffinity(0) if available is None else available)
+    if len(cpus) < 2:
+        return None, None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+def pinning() -> str:
+    """How a service run is pinned, for its definition."""
+    server, client = service_cpus()
+    if server is None or client is None:
+        return "instance and client share the host's one CPU"
+    return f"instance on CPU {cpu_list(server)}, client on CPU {cpu_list(client)}"
 
 
 COST = Cost()
