@@ -48,10 +48,52 @@ def glance(run: Run) -> list[GlanceRow]:
     if len(density):
         rows.append(_row("memory per extra idle instance (density slope)", density, "slope",
                          "slope_stderr"))
-    for workload in costs:
-        part = frame[(frame["metric"] == "cost") & (frame["workload"] == workload)]
-        rows.append(_row(f"cost: {workload}", part, "median"))
+    cost = frame[frame["metric"] == "cost"]
+    for workload in glance_figures(costs):
+        part = cost[cost["workload"] == workload]
+        row = _row(f"cost: {workload}", part, "median")
+        partner = next((p for p in p99_candidates(workload) if p in costs), None)
+        for backend, cell in row.cells.items():
+            value = _median(cost, f"cost:{partner}:{backend}") if partner else None
+            if value is not None:
+                cell["beside"] = f"p99 {fmt(value, 's')}"
+        rows.append(row)
     return rows
+
+
+def glance_figures(workloads: list[str]) -> list[str]:
+    """The cost figures the glance shows: every single-figure workload; of a service's
+    figures, its throughputs (its percentiles are the services section's), or its p50
+    when it reports only latencies (a round trip), each with its p99 beside."""
+    services: dict[str, list[str]] = {}
+    shown = []
+    for workload in workloads:
+        service, dot, _ = workload.partition(".")
+        if dot:
+            services.setdefault(service, []).append(workload)
+        else:
+            shown.append(workload)
+    for figures in services.values():
+        latencies = [f for f in figures if _is_latency(f)]
+        throughputs = [f for f in figures if f not in latencies]
+        shown += throughputs or [f for f in figures if f.endswith(".p50")] or figures
+    return sorted(shown)
+
+
+def _is_latency(workload: str) -> bool:
+    figure = workload.partition(".")[2]
+    return figure in ("avg", "max") or figure.rsplit("_", 1)[-1] in ("p50", "p99", "p999",
+                                                                      "max", "avg")
+
+
+def p99_candidates(workload: str) -> list[str]:
+    """The p99 figures that may go with a service's figure, the closest first: get →
+    get_p99; small_rps → small_p99; tps or p50 → p99."""
+    service, _, figure = workload.partition(".")
+    if not figure or figure == "p99":
+        return []
+    prefix = figure.rsplit("_", 1)[0] if "_" in figure else figure
+    return [f"{service}.{prefix}_p99", f"{service}.p99"]
 
 
 def _row(title: str, part: pd.DataFrame, column: str, error: str | None = None) -> GlanceRow:

@@ -349,3 +349,32 @@ def test_the_services_claim_reads_the_round_trips() -> None:
         "holds for VMs; containers pay too"
     assert verdict({"bare": 40e-6, "crun": 41e-6, "vm": 42e-6}) == "does not hold"
     assert verdict({"bare": 40e-6, "crun": 41e-6}) == "not measured here"
+
+
+def test_the_glance_shows_a_services_throughput_with_its_p99_beside() -> None:
+    """One row per throughput (or, for a round trip, its p50), the p99 in the same cell;
+    the other percentiles stay in the services section."""
+    from reports.load import Run, frame_of
+    from reports.summary import glance, glance_figures
+
+    def bench(name: str, unit: str, better: str, value: float) -> pyperf.Benchmark:
+        return pyperf.Benchmark([pyperf.Run([value, value], metadata={
+            "name": name, "loops": 1, "vmvc_unit": unit, "vmvc_better": better},
+            collect_metadata=False)])
+
+    figures = [("redis.get", "ops/s", "higher", 8e4), ("redis.get_p99", "s", "lower", 6e-4),
+               ("redis.get_max", "s", "lower", 3e-3), ("rr.p50", "s", "lower", 7e-5),
+               ("rr.p99", "s", "lower", 1.5e-4), ("db.tps", "ops/s", "higher", 700.0),
+               ("db.avg", "s", "lower", 6e-3), ("db.p99", "s", "lower", 1.5e-2),
+               ("cpu", "events/s", "higher", 4e3)]
+    suite = pyperf.BenchmarkSuite([bench(f"cost:{w}:{b}", u, better, v)
+                                   for w, u, better, v in figures for b in ("bare", "vm")])
+    rows = {row.metric: row for row in glance(Run(Path("synthetic"), {}, suite,
+                                                  frame_of(suite, {})))}
+    assert list(rows) == ["cost: cpu", "cost: db.tps", "cost: redis.get", "cost: rr.p50"]
+    assert rows["cost: redis.get"].cells["vm"]["beside"] == "p99 600 µs"
+    assert rows["cost: rr.p50"].cells["bare"]["beside"] == "p99 150 µs"
+    assert rows["cost: db.tps"].cells["bare"]["beside"] == "p99 15 ms"
+    assert "beside" not in rows["cost: cpu"].cells["bare"]
+    assert glance_figures(["http.large_mibs", "http.large_p99", "http.small_p50",
+                           "http.small_rps"]) == ["http.large_mibs", "http.small_rps"]
