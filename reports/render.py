@@ -60,6 +60,15 @@ def _raw_files(runs: list[Run], out_dir: Path) -> list[dict]:
     return files
 
 
+def network_up(frame: pd.DataFrame) -> list[dict]:
+    """Each booting backend's "network up" phase (from its service boots, which have a NIC):
+    median and count, for a line under the boot chart."""
+    part = frame[(frame["metric"] == "boot-phase") & (frame["workload"] == "network_up")]
+    return [{"backend": r["backend"], "median": format_value(float(r["median"]), "s"),
+             "n": int(r["n"]),
+             "definition": r["definition"]} for _, r in part.iterrows()]
+
+
 def context(runs: list[Run], baseline: Run | None) -> dict:
     sections = []
     for run in runs:
@@ -67,7 +76,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
         sections.append({
             "run": run, "glance": glance(run), "backends": backends_of(frame),
             "startup_svg": charts.startup_strip(frame), "phases_svg": charts.boot_phases(frame),
-            "burst_svg": charts.burst(frame),
+            "burst_svg": charts.burst(frame), "network_up": network_up(frame),
             "memory_svg": charts.idle_memory(frame), "density_svg": charts.density(frame),
             "density_notes": {r["backend"]: r["note"] for _, r in frame.iterrows()
                               if r["metric"] == "density" and r["note"]},

@@ -242,7 +242,7 @@ def vm_run(full_image, workloads_dir: Path, tmp_path_factory) -> CiRun:
     root = tmp_path_factory.mktemp("ci")
     out, summary = root / "runs" / "here", root / "step-summary.md"
     env = {**os.environ, "VMVC_SUITE": "quick", "VMVC_BACKENDS": "vm",
-           "VMVC_WORKLOADS": "spin", "VMVC_RUN_ARGS": "--vm-boots 1",
+           "VMVC_WORKLOADS": "spin,rr", "VMVC_RUN_ARGS": "--vm-boots 1",
            "VMVC_WORKLOADS_DIR": str(workloads_dir), "GITHUB_STEP_SUMMARY": str(summary)}
     result = subprocess.run([str(REPO / "scripts" / "ci-bench.sh"), "bench", str(out)],
                             capture_output=True, text=True, env=env, timeout=1200, check=False)

@@ -53,6 +53,7 @@ def test_ci_script_end_to_end_under_tcg(vm_run: CiRun, container_run: Path,
     accelerator = json.loads((out / "manifest.json").read_text())["accelerator"]["accelerator"]
     assert accelerator == host_accelerator
     assert ("Emulated VMs" in text) == (accelerator != "kvm")  # the TCG banner, only under TCG
+    assert "Network up</abbr> in a vm with a NIC" in (out / "report.html").read_text()
 
     merged = tmp_path / "runs" / "matrix" / "report.html"
     result = subprocess.run([str(SCRIPT), "merge", str(merged), str(out), str(container_run),

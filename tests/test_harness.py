@@ -148,11 +148,19 @@ def test_vm_backend_boot_phases_memory_and_a_workload(vm_run: CiRun,
                                                       host_accelerator: str) -> None:
     out = vm_run.out
     suite = pyperf.BenchmarkSuite.load(str(out / "results.json"))
-    assert set(suite.get_benchmark_names()) == expected_names(["vm"], ["spin"])
+    round_trips = {f"cost:rr.{figure}:vm" for figure in ("p50", "p99", "p999", "max")}
+    assert set(suite.get_benchmark_names()) == expected_names(["vm"], ["spin", "rr"]) \
+        - {"cost:rr:vm"} | round_trips | {"boot-phase:network_up:vm"}
     boot = suite.get_benchmark("startup:true:vm")
     phases = [suite.get_benchmark(f"boot-phase:{p}:vm").mean() for p in
               ("qemu_started", "kernel_started", "init_started", "agent_connected")]
     assert phases == sorted(phases) and phases[-1] <= boot.mean()
+    # the service's boot (a NIC on the bridge): its address set before the agent connects
+    network_up = suite.get_benchmark("boot-phase:network_up:vm")
+    assert network_up.get_nvalue() == 1 and phases[1] < network_up.mean() < boot.mean() * 2
+    assert all(suite.get_benchmark(name).get_nvalue() == 2 for name in round_trips)
+    p50, p99 = (suite.get_benchmark(f"cost:rr.{f}:vm").median() for f in ("p50", "p99"))
+    assert 0 < p50 <= p99 < 1.0  # a round trip into an emulated guest: µs to ms
     assert boot.get_metadata()["vmvc_accelerator"] == \
         ("kvm" if host_accelerator == "kvm" else "tcg (emulated)")
     assert suite.get_benchmark("memory:idle:vm").mean() > 50 << 20  # a guest's RAM

@@ -3,7 +3,8 @@ agent, first command), from the backends whose instances boot (``Backend.boot_ph
 It plans no task of its own: each boot of the startup task gives the startup value, one
 value per phase and an idle memory reading, run with fixed counts in the harness's own
 process (a boot is too long for pyperf's calibration); both idle memory figures come from
-the same reading."""
+the same reading. The phase ``network_up`` (a NIC's address set, before the agent starts)
+comes from the boots of a VM with a NIC, the cost metric's service boots (see cost.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bench.backends.base import Backend, uninterruptible
 from bench.harness.plan import Task
 from bench.metrics.base import Group, Metric, PlanInputs, RunContext
 from results import RunClock
-from vmdriver.vm import PHASE_EVENTS, PHASES
+from vmdriver.vm import NETWORK_PHASE, PHASE_EVENTS, PHASES
 
 FIRST_COMMAND = "first_command_done"  # the phase that is the VM's startup figure
 
@@ -30,7 +31,7 @@ class BootPhases(Metric):
         return 0.0
 
     def definition(self, task: Task, backend: Backend, run: RunContext) -> str:
-        return dict(PHASE_EVENTS)[task.workload]
+        return dict([*PHASE_EVENTS.items(), NETWORK_PHASE])[task.workload]
 
     def boot_benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
         """The startup task's benchmarks on a booting backend: startup, memory, phases."""

@@ -75,9 +75,14 @@ class Cost(Metric):
 
     def benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
         workload = run.workloads[task.workload]
-        if not workload.several:
-            return super().benchmarks(task, backend, run)
-        return {one.name: self.metadata(one, backend, run) for one in _per_figure(task, run)}
+        found = super().benchmarks(task, backend, run) if not workload.several else \
+            {one.name: self.metadata(one, backend, run) for one in _per_figure(task, run)}
+        phase = _network_phase(task, backend, run)
+        if phase is not None:
+            from bench.metrics.boot_phases import BOOT_PHASES
+
+            found[phase.name] = BOOT_PHASES.metadata(phase, backend, run)
+        return found
 
     def run(self, task: Task, backend: Backend, metadata: dict[str, dict],
             run: RunContext) -> list[pyperf.Benchmark]:
@@ -106,9 +111,15 @@ class Cost(Metric):
         clock.stop()
         names = [one.name for one in _per_figure(task, run)] if workload.several \
             else [task.name]
-        return [pyperf.Benchmark([clock.run([r[figure] for r in read], metadata[name],
-                                            [w[figure] for w in warm], 1 / len(names))])
-                for figure, name in zip(workload.figures, names, strict=True)]
+        found = [pyperf.Benchmark([clock.run([r[figure] for r in read], metadata[name],
+                                             [w[figure] for w in warm], 1 / len(names))])
+                 for figure, name in zip(workload.figures, names, strict=True)]
+        phase = _network_phase(task, backend, run)
+        seconds = getattr(instance, "phases", {}).get("network_up")
+        if phase is not None and seconds:  # one value per boot, its time in the figures'
+            found.append(pyperf.Benchmark([clock.run([seconds], metadata[phase.name], [],
+                                                     share=0.0)]))
+        return found
 
     def bench(self, runner: Runner, spec: dict, backend: Backend, context: BackendContext,
               made: list[Instance]) -> None:
@@ -123,6 +134,14 @@ class Cost(Metric):
                        for _ in range(loops))
 
         runner.bench_time_func(spec["name"], one, metadata=spec["metadata"])
+
+
+def _network_phase(task: Task, backend: Backend, run: RunContext) -> Task | None:
+    """A booting backend's service boots have a NIC: each gives ``boot-phase:network_up``
+    a value (the startup boots have none, so their phases stay comparable)."""
+    if backend.boot_phases and run.workloads[task.workload].host_command:
+        return Task("boot-phase", "network_up", backend.name, task.round)
+    return None
 
 
 def _figure_of(task: Task, run: RunContext) -> Figure:
