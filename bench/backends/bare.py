@@ -308,7 +308,7 @@ class BareBackend(Backend):
         side joins (the host's own loopback path, kept private: a host service on the same
         port is neither in the way nor measured, and nothing the workload starts listens on
         the host's ports)."""
-        return netns.make_private(instance_id)
+        return netns.make(instance_id, bridged=False)
 
     def start(self, argv: list[str] = IDLE, network: str = "none",
               cpus: set[int] | None = None) -> Instance:

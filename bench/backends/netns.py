@@ -34,9 +34,10 @@ class BridgedNetns:
         return f"{NETNS_DIR}/{self.name}"
 
 
-def make(instance_id: str) -> BridgedNetns:
-    """A new named namespace with ``lo`` and ``eth0`` (its address on vmvc0) up; nothing of
-    it is left if a step fails."""
+def make(instance_id: str, bridged: bool = True) -> BridgedNetns:
+    """A new named namespace with ``lo`` up and, *bridged*, ``eth0`` with its address on
+    vmvc0 (else only ``lo``: a network of the instance's own that the host side reaches by
+    joining it, as bare's services do); nothing of it is left if a step fails."""
     from pyroute2 import IPRoute, NetNS, netns
 
     name = f"{PREFIX}{instance_id}"
@@ -46,47 +47,27 @@ def make(instance_id: str) -> BridgedNetns:
         raise VmvcError(f"network namespace {name}: {exc.strerror or exc}") from exc
     made = BridgedNetns(name, "")
     try:
-        made = BridgedNetns(name, network.lease_address(f"network namespace {name}",
-                                                        f"{NETNS_DIR}/{name}"))
-        host = network.host_veth_name(name)
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=host, kind="veth", peer={"ifname": "eth0",
-                                                             "net_ns_fd": name})
-            network.attach(ipr, ipr.link_lookup(ifname=host)[0],
-                           ipr.link_lookup(ifname=network.BRIDGE)[0])
+        if bridged:
+            made = BridgedNetns(name, network.lease_address(f"network namespace {name}",
+                                                            f"{NETNS_DIR}/{name}"))
+            host = network.host_veth_name(name)
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=host, kind="veth", peer={"ifname": "eth0",
+                                                                 "net_ns_fd": name})
+                network.attach(ipr, ipr.link_lookup(ifname=host)[0],
+                               ipr.link_lookup(ifname=network.BRIDGE)[0])
         with NetNS(name) as inside:
             inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
-            eth0 = inside.link_lookup(ifname="eth0")[0]
-            inside.addr("add", index=eth0, address=made.address,
-                        prefixlen=network.SUBNET.prefixlen)
-            inside.link("set", index=eth0, state="up")
+            if bridged:
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.addr("add", index=eth0, address=made.address,
+                            prefixlen=network.SUBNET.prefixlen)
+                inside.link("set", index=eth0, state="up")
         return made
     except BaseException as exc:
         remove(made)
         if isinstance(exc, ContainerError | OSError | IndexError) or \
                 type(exc).__name__ == "NetlinkError":
-            raise VmvcError(f"network namespace {name}: {exc}") from exc
-        raise
-
-
-def make_private(instance_id: str) -> BridgedNetns:
-    """A new named namespace with only ``lo`` up (no address leased, no veth): a network of
-    the instance's own that the host side reaches by joining it (bare's services)."""
-    from pyroute2 import NetNS, netns
-
-    name = f"{PREFIX}{instance_id}"
-    try:
-        netns.create(name)
-    except OSError as exc:
-        raise VmvcError(f"network namespace {name}: {exc.strerror or exc}") from exc
-    made = BridgedNetns(name, "")
-    try:
-        with NetNS(name) as inside:
-            inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
-        return made
-    except BaseException as exc:
-        remove(made)
-        if isinstance(exc, OSError | IndexError) or type(exc).__name__ == "NetlinkError":
             raise VmvcError(f"network namespace {name}: {exc}") from exc
         raise
 
