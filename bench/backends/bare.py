@@ -13,7 +13,9 @@ What this costs the baseline: ~0.2 ms of its start (one more unshare, three writ
 /proc/self), nothing of what its workloads measure (the same CPU, memory, host network and
 file systems). It stays the host: the host's /dev is there, raw disk included.
 No seccomp, no other namespace: the host's network (iperf3 over the host's loopback), PIDs
-and scheduler; files of ids other than root show as nobody. An instance made by ``start()``
+and scheduler; files of ids other than root show as nobody. A service's instance (started
+with network="bridge") is the exception: a network namespace with only its loopback, which
+the client joins: the host's path, kept private. An instance made by ``start()``
 is accounted in a memory cgroup of its own (``vmvc-bare-<id>``, no limit, no other
 controller: accounting, not isolation), so its idle memory is read as a container's is: its
 first process joins it before its exec. Commands run in it do not: moving a task between
@@ -50,7 +52,7 @@ from bench.backends.base import (
     wait_process,
 )
 from bench.backends.netns import BridgedNetns
-from bench.backends.oci_bundle import image_layers
+from bench.backends.oci_bundle import cpu_list, image_layers
 from bench.errors import VmvcError
 from paths import RUNTIME_DATA
 from runtime.cgroups import DEFAULT_PREFIX, MemoryAccount
@@ -205,14 +207,13 @@ class BareInstance(Instance):
         # opened before entering the namespace: the writable layer underneath); --user: the
         # instance's user namespace, so the command's root has no more power than the
         # instance's (host root could mount the host's disk there anew, writable);
-        # --preserve-credentials: setgroups is denied there, and root stays root
         # --preserve-credentials: setgroups is denied there, and root stays root; --net: the
         # instance's network namespace when it has its own; taskset: its CPUs when pinned
         nsenter = [shutil.which("nsenter") or "nsenter", f"--target={self.main.pid}", "--user",
                    "--mount", *(["--net"] if self.network else []), "--preserve-credentials",
                    "--root", "--wd", "--"]
-        pin = [shutil.which("taskset") or "taskset", "--cpu-list",
-               ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
+        pin = [shutil.which("taskset") or "taskset", "--cpu-list", cpu_list(self.cpus)] \
+            if self.cpus else []
         return subprocess.Popen([*pin, *nsenter, *argv], stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, env=self.env(), close_fds=True)
 
