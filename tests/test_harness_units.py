@@ -151,3 +151,23 @@ def test_a_signal_waits_for_the_end_of_an_uninterruptible_section() -> None:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
         base._raise = None
+
+
+def test_significance_is_pyperfs_and_takes_samples_of_different_sizes() -> None:
+    """Equal sizes: pyperf's own verdict; a full run's VM (5 values) beside a container (9)
+    is compared too, where pyperf's test raises."""
+    import random
+
+    from pyperf._utils import is_significant
+
+    from reports.compare import differ_significantly
+
+    rng = random.Random(7)
+    for shift in (0.0, 0.5, 1.0, 3.0):
+        a = [rng.gauss(10, 1) for _ in range(9)]
+        b = [rng.gauss(10 + shift, 1) for _ in range(9)]
+        assert differ_significantly(a, b) == is_significant(a, b)[0]
+    nine, five = [10.0 + 0.1 * i for i in range(9)], [20.0 + 0.1 * i for i in range(5)]
+    assert differ_significantly(nine, five) and differ_significantly(five, nine)
+    assert not differ_significantly(nine, [10.1, 10.5, 10.3, 10.6, 10.2])
+    assert differ_significantly([1.0, 1.0], [2.0, 2.0]) and not differ_significantly([1.0], [2.0])
