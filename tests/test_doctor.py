@@ -113,7 +113,8 @@ def test_unknown_backend_is_one_line() -> None:
     proc = doctor("--backends", "bare,lxc")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "vmvc: unknown backend lxc (choose from bare, builtin, builtin-cli, runc, crun, vm)"]
+        "vmvc: unknown backend lxc (choose from bare, bare-veth, builtin, builtin-cli, runc, "
+        "crun, vm)"]
 
 
 def test_table_shows_a_fix_for_each_failure(report: dict) -> None:
