@@ -53,9 +53,14 @@ def compile_bpf(section: dict) -> bytes:
             continue  # libseccomp refuses rules that repeat the default action
         args = [seccomp.Arg(a["index"], getattr(seccomp, OPS[a["op"]]), a.get("value", 0),
                             a.get("valueTwo", 0)) for a in rule.get("args") or []]
+        indexes = [a["index"] for a in rule.get("args") or []]
+        # libseccomp refuses two conditions on one argument in a rule (EINVAL); runc then
+        # adds a rule per condition (any of them matches), and so does this runtime
+        groups = [[arg] for arg in args] if len(set(indexes)) < len(indexes) else [args]
         for name in rule["names"]:
             try:
-                flt.add_rule(action, name, *args)
+                for conditions in groups:
+                    flt.add_rule(action, name, *conditions)
             except ValueError:
                 continue  # a syscall this architecture does not have (runc skips it too)
             except OSError as exc:
@@ -69,9 +74,25 @@ def compile_bpf(section: dict) -> bytes:
         return out.read()
 
 
+COMPILER = 2  # this module's way of compiling: one more when compile_bpf changes a program
+LIBSECCOMP = ("/lib/x86_64-linux-gnu/libseccomp.so.2", "/usr/lib/x86_64-linux-gnu/libseccomp.so.2",
+              "/lib/aarch64-linux-gnu/libseccomp.so.2", "/usr/lib64/libseccomp.so.2",
+              "/usr/lib/libseccomp.so.2")
+
+
+def compiler_identity() -> str:
+    """What a cached program depends on beside its section: this compiler and libseccomp's
+    version (the shared library's real name, libseccomp.so.2.5.4: one readlink, no import)."""
+    for path in LIBSECCOMP:
+        if os.path.exists(path):
+            return f"{COMPILER}:{os.path.basename(os.path.realpath(path))}"
+    return f"{COMPILER}:libseccomp-unknown"
+
+
 def cached_bpf(section: dict, cache_dir: str | os.PathLike[str]) -> bytes:
-    """The compiled program for *section*, compiled once per distinct section."""
-    key = _sha256(marshal.dumps(section)).hexdigest()  # injective; json would cost ~6 ms
+    """The compiled program for *section*, compiled once per distinct section, compiler and
+    libseccomp (a program an older compiler or another libseccomp made is not reused)."""
+    key = _sha256(marshal.dumps((compiler_identity(), section))).hexdigest()  # json: ~6 ms
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
         with open(path, "rb") as handle:
