@@ -36,3 +36,24 @@ def open_account_file(rootfs: str, path: str) -> io.StringIO:
             raise ContainerError(f"config.json: process.user.username: the container's {path} "
                                  f"is not a regular file (mode {stat.filemode(mode)})")
         return io.StringIO(handle.read(MAX_BYTES).decode(errors="replace"))
+
+
+def home_of(rootfs: str, uid: int) -> str:
+    """The home directory of *uid* in *rootfs*'s /etc/passwd, or "/" (runc's rule for a
+    process whose environment has no HOME)."""
+    try:
+        with open_account_file(rootfs, "/etc/passwd") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except (OSError, ContainerError):
+        pass
+    return "/"
+
+
+def with_home(env: list[str], rootfs: str, uid: int) -> list[str]:
+    """*env* with HOME set as runc sets it when it is missing."""
+    if any(item.startswith("HOME=") for item in env):
+        return env
+    return [*env, f"HOME={home_of(rootfs, uid)}"]

@@ -18,7 +18,7 @@ from runtime.errors import ContainerError
 from runtime.records import Record
 
 ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer")
 V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
 DEFAULT_PREFIX = "vmvc-"
 ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's own rules
@@ -140,6 +140,34 @@ class Cgroup:
     def paths(self) -> list[str]:
         raise NotImplementedError
 
+    def apply(self, resources: Resources) -> None:
+        raise NotImplementedError
+
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (pause) or thaw (resume) every process, and wait until the kernel says it
+        is done (a freeze takes effect task by task)."""
+        raise NotImplementedError
+
+
+def frozen(rel: str, root: str = ROOT) -> bool:
+    """Whether the container's cgroup *rel* is frozen (paused), read in one file."""
+    for path, value in ((_join(root, "freezer", rel, "freezer.state"), "FROZEN"),
+                        (_join(root, rel, "cgroup.freeze"), "1")):
+        try:
+            return _read(path).strip() == value
+        except OSError:
+            continue
+    return False
+
+
+def _wait_for(path: str, wanted: str, what: str) -> None:
+    """Poll a cgroup file until a line of it is *wanted* (bounded: 5 s)."""
+    deadline = time.monotonic() + 5
+    while wanted not in _read(path).splitlines():
+        if time.monotonic() > deadline:
+            raise ContainerError(f"cgroup: {what} did not finish within 5 s")
+        time.sleep(0.001)
+
 
 def _rmdir_waiting(path: str) -> None:
     """rmdir a cgroup; EBUSY while its last tasks are still exiting, so retry briefly."""
@@ -191,6 +219,17 @@ class CgroupV1(Cgroup):
         self.created = True
         for controller in self.dirs:
             self._make(controller)
+        self.apply(resources)
+        r, d = resources, self.dirs
+        _write(_join(d["devices"], "devices.deny"), "a")  # denied unless allowed below
+        for rule in device_rules(r):
+            major = "*" if rule.major is None else str(rule.major)
+            minor = "*" if rule.minor is None else str(rule.minor)
+            entry = "a" if rule.type == "a" else f"{rule.type} {major}:{minor} {rule.access}"
+            _write(_join(d["devices"], ("devices.allow" if rule.allow else "devices.deny")), entry)
+
+    def apply(self, resources: Resources) -> None:
+        """Write the limits *resources* sets (at create, and by ``update`` while it runs)."""
         r, d = resources, self.dirs
         if r.memory_limit is not None:
             _write(_join(d["memory"], "memory.limit_in_bytes"), str(r.memory_limit))
@@ -214,12 +253,6 @@ class CgroupV1(Cgroup):
             _write(_join(d["cpuset"], "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
-        _write(_join(d["devices"], "devices.deny"), "a")  # denied unless allowed below
-        for rule in device_rules(r):
-            major = "*" if rule.major is None else str(rule.major)
-            minor = "*" if rule.minor is None else str(rule.minor)
-            entry = "a" if rule.type == "a" else f"{rule.type} {major}:{minor} {rule.access}"
-            _write(_join(d["devices"], ("devices.allow" if rule.allow else "devices.deny")), entry)
 
     def add(self, pid: int) -> None:
         for path in self.dirs.values():
@@ -230,6 +263,14 @@ class CgroupV1(Cgroup):
             return [int(p) for p in _read(_join(self.dirs["pids"], "cgroup.procs")).split()]
         except FileNotFoundError:
             return []
+
+    def freeze(self, frozen: bool) -> None:
+        if "freezer" not in self.dirs:
+            raise ContainerError("cgroup v1: the freezer controller is not mounted: no pause")
+        state = "FROZEN" if frozen else "THAWED"
+        path = _join(self.dirs["freezer"], "freezer.state")
+        _write(path, state)
+        _wait_for(path, state, f"{'freezing' if frozen else 'thawing'} {self.rel}")
 
     def usage(self) -> Usage:
         mem = self.dirs["memory"]
@@ -277,6 +318,11 @@ class CgroupV2(Cgroup):
         self._enable_controllers()
         self.created = True
         os.mkdir(self.dir)
+        self.apply(resources)
+        self._filter_devices(device_rules(resources))
+
+    def apply(self, resources: Resources) -> None:
+        """Write the limits *resources* sets (at create, and by ``update`` while it runs)."""
         r, d = resources, self.dir
         if r.memory_limit is not None:
             _write(_join(d, "memory.max"), "max" if r.memory_limit == -1 else str(r.memory_limit))
@@ -302,7 +348,6 @@ class CgroupV2(Cgroup):
             _write(_join(d, "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d, "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
-        self._filter_devices(device_rules(r))
 
     def _filter_devices(self, rules: list[DeviceRule]) -> None:
         """v2 has no devices controller: an eBPF program attached to the cgroup does its job.
@@ -322,6 +367,11 @@ class CgroupV2(Cgroup):
             return [int(p) for p in _read(_join(self.dir, "cgroup.procs")).split()]
         except FileNotFoundError:
             return []
+
+    def freeze(self, frozen: bool) -> None:
+        _write(_join(self.dir, "cgroup.freeze"), "1" if frozen else "0")
+        _wait_for(_join(self.dir, "cgroup.events"), f"frozen {int(frozen)}",
+                  f"{'freezing' if frozen else 'thawing'} {self.rel}")
 
     def usage(self) -> Usage:
         cpu = dict(line.split() for line in _read(_join(self.dir, "cpu.stat")).splitlines())

@@ -11,8 +11,15 @@ usage: vmvc-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug]
   kill ID [SIGNAL]                          signal the container's process (default SIGTERM)
   delete [-f|--force] ID                    delete a container (--force kills it first)
   list [-q] [-f table|json]                 list containers
+  ps [-f table|json] ID [PS-OPTIONS]        the container's processes
+  features                                  what this runtime implements (JSON)
+  pause ID / resume ID                      freeze / thaw every process of the container
+  update [-r FILE|-] [--memory N] [--cpu-quota N] [--pids-limit N] … ID
+                                            change a running container's limits
   exec [-e K=V] [--cwd DIR] [-u UID[:GID]] [-d] [--pid-file F] ID CMD...
                                             run a process in a running container
+  exec --process FILE [-d] [--pid-file F] ID
+                                            the same, the whole process from a JSON file
 
 The command line is parsed by hand and nothing heavy is imported (no argparse, pathlib,
 pandas, matplotlib, libvirt, pyperf): the runtime's start-up time is measured.
@@ -28,18 +35,28 @@ from runtime.light import suppress
 from runtime.trace import mark
 
 DEFAULT_ROOT = "/run/vmvc-runtime"
-VERBS = ("spec", "create", "start", "run", "state", "kill", "delete", "list", "exec")
+VERBS = ("spec", "create", "start", "run", "state", "kill", "delete", "list", "exec", "ps",
+         "features", "pause", "resume", "update")
 UNSUPPORTED = ("--systemd-cgroup", "--rootless", "--console-socket", "--no-pivot", "--tty",
                "-t", "--preserve-fds")
 SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15,
            "CONT": 18, "STOP": 19}
+UPDATE_FLAGS = {  # runc update's flags: where each goes in linux.resources, and how to read it
+    "memory": ("memory", "limit", "bytes"), "memory-reservation": ("memory", "reservation",
+                                                                   "bytes"),
+    "memory-swap": ("memory", "swap", "bytes"), "cpu-share": ("cpu", "shares", "int"),
+    "cpu-quota": ("cpu", "quota", "int"), "cpu-period": ("cpu", "period", "int"),
+    "cpuset-cpus": ("cpu", "cpus", "str"), "cpuset-mems": ("cpu", "mems", "str"),
+    "pids-limit": ("pids", "limit", "int"),
+}
 # flags that take a value, per verb ("" = global); the others are switches
 VALUED = {"": {"--root", "--log", "--log-format"},
           "spec": {"-b", "--bundle"},
           "create": {"-b", "--bundle", "--pid-file"},
           "run": {"-b", "--bundle", "--pid-file"},
-          "list": {"-f", "--format"},
-          "exec": {"-e", "--env", "--cwd", "-u", "--user", "--pid-file"}}
+          "list": {"-f", "--format"}, "ps": {"-f", "--format"},
+          "update": {"-r", "--resources", *(f"--{flag}" for flag in UPDATE_FLAGS)},
+          "exec": {"-e", "--env", "--cwd", "-u", "--user", "--pid-file", "-p", "--process"}}
 SWITCHES = {"": {"--debug"}, "run": {"-d", "--detach", "--keep"}, "delete": {"-f", "--force"},
             "list": {"-q", "--quiet"}, "kill": {"-a", "--all"}, "exec": {"-d", "--detach"},
             "create": {"--no-new-keyring"}}
@@ -74,7 +91,8 @@ def parse(argv: list[str]) -> Args:
     while i < len(argv):
         word = argv[i]
         i += 1
-        if (scope == "exec" and args.positional and not word.startswith("-")) or word == "--":
+        if (scope == "exec" and args.positional and not word.startswith("-")) or word == "--" \
+                or (scope == "ps" and args.positional):  # ps ID [ps options], as runc
             rest = argv[i:] if word == "--" else argv[i - 1:]
             args.positional += rest
             break
@@ -126,6 +144,13 @@ def _container_id(args: Args, extra: int = 0) -> str:
 
 def run_command(args: Args) -> int:
     verb = args.verb
+    if verb == "features":
+        import json
+
+        from runtime.features import features
+
+        print(json.dumps(features(), indent=4))
+        return 0
     if verb == "spec":
         from runtime.spec import spec_json
 
@@ -141,12 +166,18 @@ def run_command(args: Args) -> int:
     if verb == "list":
         _list(rt.list(), args)
         return 0
+    if verb == "ps":
+        _ps(rt.pids(_container_id(args, extra=1)), args)
+        return 0
     if verb == "kill":
         cid = _container_id(args, extra=1)
         number = signal_number(args.positional[1] if len(args.positional) > 1 else "TERM")
         rt.kill(cid, number, every_process=args.has("-a", "--all"))
         return 0
     if verb == "exec":
+        process = args.get("-p", "--process")
+        if process is not None:  # the whole process from a file, as containerd and conmon
+            return _exec_process(rt, args, process)  # give it
         if len(args.positional) < 2:
             raise ContainerError("exec: give a container id and a command")
         pid_file = args.get("--pid-file")
@@ -161,6 +192,10 @@ def run_command(args: Args) -> int:
         return _run(rt, cid, args)
     elif verb == "start":
         rt.start(cid)
+    elif verb in ("pause", "resume"):
+        rt.pause(cid, paused=verb == "pause")
+    elif verb == "update":
+        rt.update(cid, _update_resources(args))
     elif verb == "state":
         import json
 
@@ -168,6 +203,32 @@ def run_command(args: Args) -> int:
     elif verb == "delete":
         rt.delete(cid, force=args.has("-f", "--force"))
     return 0
+
+
+def _exec_process(rt, args: Args, path: str) -> int:
+    """``exec --process FILE ID``: the process.json an engine wrote (args, env, cwd, user,
+    capabilities, rlimits, noNewPrivileges), checked as config.json's process is."""
+    import json
+
+    from runtime.config import parse_process
+
+    if len(args.positional) != 1:
+        raise ContainerError("exec --process: give the container id alone (the command is "
+                             "the file's process.args)")
+    if args.has("-e", "--env", "--cwd", "-u", "--user"):
+        raise ContainerError("exec --process: the file gives env, cwd and user; drop the "
+                             "options")
+    try:
+        with open(path) as handle:
+            raw = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"exec --process {path}: {exc}") from exc
+    fields = parse_process(raw)
+    for warning in fields.get("warnings", ()):  # type: ignore[union-attr]
+        os.write(2, f"vmvc-runtime: warning: {path}: {warning}\n".encode())
+    return rt.exec(args.positional[0], list(fields["args"]),  # type: ignore[call-overload]
+                   detach=args.has("-d", "--detach"), pid_file=args.get("--pid-file"),
+                   process_fields=fields)
 
 
 def _run(rt, cid: str, args: Args) -> int:
@@ -200,6 +261,71 @@ def _run(rt, cid: str, args: Args) -> int:
     finally:
         if not args.has("--keep"):
             rt.delete(cid, force=True)
+
+
+def _update_resources(args: Args) -> dict:
+    """linux.resources from ``-r FILE`` (``-`` for stdin, as containerd sends it) and the
+    flags, the flags winning."""
+    import json
+
+    path = args.get("-r", "--resources")
+    resources: dict = {}
+    if path is not None:
+        try:
+            if path == "-":
+                resources = json.load(sys.stdin)
+            else:
+                with open(path) as handle:
+                    resources = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ContainerError(f"update --resources {path}: {exc}") from exc
+    for flag, (section, key, kind) in UPDATE_FLAGS.items():
+        value = args.get(f"--{flag}")
+        if value is None:
+            continue
+        resources.setdefault(section, {})[key] = value if kind == "str" else \
+            _bytes(value, flag) if kind == "bytes" else _integer(value, flag)
+    if not resources:
+        raise ContainerError("update: nothing to change (give --resources or a flag)")
+    return resources
+
+
+def _integer(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ContainerError(f"update --{flag} {text!r}: not a number") from None
+
+
+def _bytes(text: str, flag: str) -> int:
+    """A size as runc reads it: 33554432, 32m, 1g (binary units); -1: unlimited."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    body = text.lower().removesuffix("b").removesuffix("i")
+    scale = units.get(body[-1:], 1)
+    return _integer(body[:-1] if scale > 1 else body, flag) * scale
+
+
+def _ps(pids: list[int], args: Args) -> None:
+    """runc's ps: the container's processes (host pids) as a JSON list, or the rows of
+    `ps -ef` (or the ps options given after the id) that are theirs."""
+    if args.get("-f", "--format", default="table") == "json":
+        import json
+
+        print(json.dumps(pids))
+        return
+    import subprocess
+
+    options = args.positional[1:] or ["-ef"]
+    lines = subprocess.run(["ps", *options], capture_output=True, text=True, check=True,
+                           timeout=30).stdout.splitlines()
+    if not lines:
+        return
+    column = lines[0].split().index("PID")
+    print(lines[0])
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > column and fields[column].isdigit() and int(fields[column]) in pids:
+            print(line)
 
 
 def _list(states: list[dict], args: Args) -> None:
@@ -246,15 +372,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             message = f"internal error: {type(exc).__name__}: {exc}"
         print(f"vmvc-runtime: {message}", file=sys.stderr)
-        log = args.get("--log") if args else None
-        if log:
+        log, log_format = (args.get("--log"), args.get("--log-format")) if args else \
+            (_global_value(argv, "--log"), _global_value(argv, "--log-format"))
+        if log:  # the engine shows what it finds here, a command line it could not parse too
             import json
 
             with open(log, "a") as handle:
-                as_json = args.get("--log-format") == "json"
+                as_json = log_format == "json"
                 handle.write(json.dumps({"level": "error", "msg": message}) + "\n" if as_json
                              else f"error: {message}\n")
         return 1
+
+
+def _global_value(argv: list[str], name: str) -> str | None:
+    """A global option's value read without the parser (when the parser is what failed):
+    the last ``name VALUE`` or ``name=VALUE`` anywhere on the line."""
+    found = None
+    for i, word in enumerate(argv):
+        if word == name and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif word.startswith(f"{name}="):
+            found = word.partition("=")[2]
+    return found
 
 
 def entry() -> None:

@@ -108,6 +108,7 @@ class Spec(Record):
     rootfs_propagation: str
     annotations: dict[str, str]
     raw: dict = {}
+    warnings: tuple[str, ...] = ()  # what is not applied, and why (runc warns the same)
 
 
 class _Reader:
@@ -122,13 +123,15 @@ class _Reader:
     def name(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def refuse_unknown(self, known: set[str], ignorable: set[str] = frozenset()) -> None:
+    def refuse_unsupported(self, unsupported: set[str]) -> None:
+        """*unsupported*: the properties the OCI spec defines for this object that this
+        runtime does not apply, refused unless empty (a value it cannot apply is an error).
+        A property the spec does not define is ignored, as the spec requires ("MUST NOT
+        generate an error if it encounters an unknown property")."""
         for key, value in self.value.items():
-            if key in known:
-                continue
-            if key in ignorable and value in (None, "", [], {}, False):
-                continue
-            raise ContainerError(f"config.json: {self.name(key)} is not supported by vmvc-runtime")
+            if key in unsupported and value not in (None, "", [], {}, False):
+                raise ContainerError(f"config.json: {self.name(key)} is not supported by "
+                                     "vmvc-runtime")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: object = None,
             required: bool = False) -> object:
@@ -183,10 +186,8 @@ def _process(cfg: _Reader) -> dict[str, object]:
     proc = cfg.sub("process")
     if "process" not in cfg.value:
         raise ContainerError("config.json: process is required")
-    proc.refuse_unknown({"terminal", "consoleSize", "user", "args", "env", "cwd", "capabilities",
-                         "rlimits", "noNewPrivileges", "oomScoreAdj"},
-                        {"apparmorProfile", "selinuxLabel", "ioPriority", "scheduler",
-                         "execCPUAffinity", "commandLine"})
+    proc.refuse_unsupported({"apparmorProfile", "selinuxLabel", "ioPriority", "scheduler",
+                             "execCPUAffinity", "commandLine"})
     if proc.get("terminal", bool, False):
         raise ContainerError("config.json: process.terminal=true is not supported by vmvc-runtime")
     args = proc.strings("args")
@@ -198,9 +199,7 @@ def _process(cfg: _Reader) -> dict[str, object]:
             raise ContainerError(f"config.json: process.env entry {item!r} is not NAME=VALUE")
     cwd = _absolute(proc.get("cwd", str, "/"), "process.cwd")
     user = proc.sub("user")
-    user.refuse_unknown({"uid", "gid", "additionalGids", "username", "umask"})
     caps = proc.sub("capabilities")
-    caps.refuse_unknown(set(CAP_SETS))
     capabilities = {}
     for name in CAP_SETS:
         values = caps.strings(name)
@@ -209,10 +208,17 @@ def _process(cfg: _Reader) -> dict[str, object]:
                 raise ContainerError(f"config.json: process.capabilities.{name}: "
                                      f"unknown capability {cap!r}")
         capabilities[name] = values
+    # the kernel raises an ambient capability only if it is permitted and inheritable:
+    # runc and crun warn and go on without it (runc spec's default config has ambient but
+    # no inheritable set), and so does this runtime
+    unraisable = [c for c in capabilities["ambient"]
+                  if c not in capabilities["permitted"] or c not in capabilities["inheritable"]]
+    capabilities["ambient"] = [c for c in capabilities["ambient"] if c not in unraisable]
+    warnings = tuple(f"process.capabilities.ambient: {c} is not both permitted and "
+                     "inheritable: not raised" for c in unraisable)
     rlimits = []
     for i, item in enumerate(proc.get("rlimits", list, [])):
         limit = _Reader(item, f"process.rlimits[{i}]")
-        limit.refuse_unknown({"type", "soft", "hard"})
         kind = limit.get("type", str, required=True)
         if kind not in RLIMITS:
             raise ContainerError(f"config.json: process.rlimits[{i}].type: unknown {kind!r}")
@@ -229,6 +235,7 @@ def _process(cfg: _Reader) -> dict[str, object]:
         "username": user.get("username", str),
         "rlimits": rlimits, "no_new_privileges": proc.get("noNewPrivileges", bool, False),
         "capabilities": capabilities, "oom_score_adj": proc.uint("oomScoreAdj", signed=True),
+        "warnings": warnings,
     }
 
 
@@ -236,8 +243,7 @@ def _mounts(cfg: _Reader) -> list[Mount]:
     mounts = []
     for i, item in enumerate(cfg.get("mounts", list, [])):
         m = _Reader(item, f"mounts[{i}]")
-        m.refuse_unknown({"destination", "type", "source", "options"},
-                         {"uidMappings", "gidMappings"})
+        m.refuse_unsupported({"uidMappings", "gidMappings"})
         dest = _absolute(m.get("destination", str, required=True), f"mounts[{i}].destination")
         options = m.strings("options")
         kind = m.get("type", str, "bind" if {"bind", "rbind"} & set(options) else "")
@@ -251,7 +257,6 @@ def _id_mappings(linux: _Reader, key: str) -> list[IdMapping]:
     mappings = []
     for i, item in enumerate(linux.get(key, list, [])):
         m = _Reader(item, f"linux.{key}[{i}]")
-        m.refuse_unknown({"containerID", "hostID", "size"})
         mappings.append(IdMapping(m.uint("containerID", required=True),
                                   m.uint("hostID", required=True), m.uint("size", required=True)))
     return mappings
@@ -259,15 +264,18 @@ def _id_mappings(linux: _Reader, key: str) -> list[IdMapping]:
 
 def _resources(linux: _Reader) -> Resources:
     res = linux.sub("resources")
-    res.refuse_unknown({"memory", "cpu", "pids", "devices"},
-                       {"blockIO", "hugepageLimits", "network", "rdma", "unified"})
+    block = res.value.get("blockIO")
+    if isinstance(block, dict) and block.get("weight") == 0:  # Docker always sends it; runc
+        # and crun read a zero weight as unset, and so does this runtime
+        res = _Reader({**res.value, "blockIO": {k: v for k, v in block.items()
+                                                if k != "weight"}}, res.path)
+    res.refuse_unsupported({"blockIO", "hugepageLimits", "network", "rdma", "unified"})
     memory, cpu, pids = res.sub("memory"), res.sub("cpu"), res.sub("pids")
-    memory.refuse_unknown({"limit", "reservation", "swap"},
-                          {"kernel", "kernelTCP", "swappiness", "disableOOMKiller",
-                           "useHierarchy", "checkBeforeUpdate"})
-    cpu.refuse_unknown({"shares", "quota", "period", "cpus", "mems"},
-                       {"realtimeRuntime", "realtimePeriod", "idle", "burst"})
-    pids.refuse_unknown({"limit"})
+    # kernel, kernelTCP: deprecated, ignored by the kernels that still read them; runc and
+    # crun accept and ignore them, so does this runtime
+    memory.refuse_unsupported({"swappiness", "disableOOMKiller", "useHierarchy",
+                               "checkBeforeUpdate"})
+    cpu.refuse_unsupported({"realtimeRuntime", "realtimePeriod", "idle", "burst"})
     limit = memory.uint("limit", signed=True)
     if (limit is not None and limit < -1) or limit == 0:
         raise ContainerError(f"config.json: linux.resources.memory.limit must be positive or -1 "
@@ -279,14 +287,13 @@ def _resources(linux: _Reader) -> Resources:
     quota, period = cpu.uint("quota", signed=True), cpu.uint("period")
     if (quota is not None and quota == 0) or period == 0:
         raise ContainerError("config.json: linux.resources.cpu quota and period must be > 0")
-    shares = cpu.uint("shares")
+    shares = cpu.uint("shares") or None  # 0 (Docker's default): unset, as runc and crun read it
     if shares is not None and not 2 <= shares <= 262144:
         raise ContainerError(f"config.json: linux.resources.cpu.shares must be 2..262144 "
                              f"({shares})")
     rules = []
     for i, item in enumerate(res.get("devices", list, [])):
         d = _Reader(item, f"linux.resources.devices[{i}]")
-        d.refuse_unknown({"allow", "type", "major", "minor", "access"})
         kind = d.get("type", str, "a")
         access = d.get("access", str, "rwm")
         if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
@@ -306,7 +313,6 @@ def _devices(linux: _Reader) -> list[Device]:
     devices = []
     for i, item in enumerate(linux.get("devices", list, [])):
         d = _Reader(item, f"linux.devices[{i}]")
-        d.refuse_unknown({"path", "type", "major", "minor", "fileMode", "uid", "gid"})
         kind = d.get("type", str, required=True)
         if kind not in ("c", "b", "u", "p"):
             raise ContainerError(f"config.json: linux.devices[{i}].type: unknown {kind!r}")
@@ -321,7 +327,6 @@ def _namespaces(linux: _Reader) -> dict[str, str | None]:
     namespaces: dict[str, str | None] = {}
     for i, item in enumerate(linux.get("namespaces", list, [])):
         n = _Reader(item, f"linux.namespaces[{i}]")
-        n.refuse_unknown({"type", "path"})
         kind = n.get("type", str, required=True)
         if kind not in NAMESPACE_TYPES:
             raise ContainerError(f"config.json: linux.namespaces[{i}].type: unknown namespace "
@@ -332,18 +337,26 @@ def _namespaces(linux: _Reader) -> dict[str, str | None]:
     return namespaces
 
 
+def parse_resources(raw: object) -> Resources:
+    """An OCI linux.resources object on its own (``update -r FILE``), checked as
+    config.json's is."""
+    return _resources(_Reader({"resources": raw}, "linux"))
+
+
+def parse_process(raw: object) -> dict[str, object]:
+    """An OCI process object on its own (``exec --process FILE``, as containerd and conmon
+    call it): the Spec fields it sets, checked as config.json's process is."""
+    return _process(_Reader({"process": raw}, ""))
+
+
 def parse_config(raw: dict) -> Spec:
     """Check *raw* (a parsed config.json) and return what the runtime will apply."""
     cfg = _Reader(raw, "")
-    cfg.refuse_unknown({"ociVersion", "process", "root", "hostname", "mounts", "linux",
-                        "annotations"}, {"hooks", "domainname", "solaris", "windows", "vm"})
+    cfg.refuse_unsupported({"hooks", "domainname", "solaris", "windows", "vm", "zos"})
     root = cfg.sub("root")
-    root.refuse_unknown({"path", "readonly"})
     linux = cfg.sub("linux")
-    linux.refuse_unknown({"namespaces", "uidMappings", "gidMappings", "resources", "cgroupsPath",
-                          "maskedPaths", "readonlyPaths", "seccomp", "devices", "sysctl",
-                          "rootfsPropagation"},
-                         {"mountLabel", "intelRdt", "personality", "timeOffsets"})
+    linux.refuse_unsupported({"mountLabel", "intelRdt", "personality", "timeOffsets",
+                              "netDevices", "memoryPolicy"})
     propagation = linux.get("rootfsPropagation", str, "")
     if propagation not in PROPAGATIONS:
         raise ContainerError(f"config.json: linux.rootfsPropagation {propagation!r} is not "
@@ -401,8 +414,7 @@ SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP
 
 
 def _check_seccomp(sec: _Reader) -> None:
-    sec.refuse_unknown({"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls"},
-                       {"listenerPath", "listenerMetadata"})
+    sec.refuse_unsupported({"listenerPath", "listenerMetadata"})
     sec.uint("defaultErrnoRet")
     if sec.get("defaultAction", str, required=True) not in SECCOMP_ACTIONS:
         raise ContainerError(f"config.json: linux.seccomp.defaultAction: unknown "
@@ -412,7 +424,6 @@ def _check_seccomp(sec: _Reader) -> None:
             raise ContainerError(f"config.json: linux.seccomp.flags: {flag} is not supported")
     for i, item in enumerate(sec.get("syscalls", list, [])):
         rule = _Reader(item, f"linux.seccomp.syscalls[{i}]")
-        rule.refuse_unknown({"names", "action", "errnoRet", "args"})
         if not rule.strings("names"):
             raise ContainerError(f"config.json: linux.seccomp.syscalls[{i}].names is empty")
         if rule.get("action", str, required=True) not in SECCOMP_ACTIONS:
@@ -421,7 +432,6 @@ def _check_seccomp(sec: _Reader) -> None:
         rule.uint("errnoRet")
         for j, arg in enumerate(rule.get("args", list, [])):
             a = _Reader(arg, f"linux.seccomp.syscalls[{i}].args[{j}]")
-            a.refuse_unknown({"index", "value", "valueTwo", "op"})
             if a.uint("index", required=True) > 5:
                 raise ContainerError(f"config.json: {a.name('index')} must be 0..5")
             a.uint("value", required=True)

@@ -53,6 +53,8 @@ class Runtime:
         bundle = os.path.realpath(bundle)
         spec = parse_config(config) if config is not None else \
             load_bundle(bundle, os.path.join(self.store.root, ".config-cache"))
+        for warning in spec.warnings:
+            os.write(2, f"vmvc-runtime: warning: config.json: {warning}\n".encode())
         image = image or spec.annotations.get(IMAGE_ANNOTATION)
         state_dir = self.store.dir(container_id)
         os.makedirs(self.store.root, mode=0o711, exist_ok=True)
@@ -123,6 +125,7 @@ class Runtime:
             if not os.path.isdir(rootfs):
                 raise ContainerError(f"config.json: root.path {rootfs} is not a directory")
             _resolve_username(spec, rootfs)
+            _set_home(spec, rootfs)
             return rootfs, None
         from pathlib import Path
 
@@ -138,6 +141,7 @@ class Runtime:
         for name in ("upper", "work", "rootfs"):
             os.makedirs(os.path.join(data_dir, name), exist_ok=True)
         _resolve_username(spec, str(lowers[0]))  # vmvc images have one layer
+        _set_home(spec, str(lowers[0]))
         lowerdir = ":".join(str(p) for p in lowers)
         upper, work = os.path.join(data_dir, "upper"), os.path.join(data_dir, "work")
         overlay = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
@@ -228,12 +232,39 @@ class Runtime:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal_number)
 
+    def pause(self, container_id: str, paused: bool = True) -> None:
+        """Freeze every process of a running container (resume: thaw a paused one), as
+        runc pause/resume do, through the freezer cgroup."""
+        state = self.store.load(container_id)
+        status = self.store.status(state)
+        if status != ("running" if paused else "paused"):
+            raise ContainerError(f"container {container_id} is {status}, not "
+                                 f"{'running' if paused else 'paused'}")
+        cgroups.at(state.cgroup).freeze(paused)
+
+    def update(self, container_id: str, resources: dict) -> None:
+        """Change the limits of a created, running or paused container (the fields given:
+        runc update's rule); its device rules stay as created."""
+        from runtime.config import parse_resources
+
+        state = self.store.load(container_id)
+        if self.store.status(state) == "stopped":
+            raise ContainerError(f"container {container_id} is stopped")
+        cgroups.at(state.cgroup).apply(parse_resources(resources))
+
+    def pids(self, container_id: str) -> list[int]:
+        """Every process of the container (host pids), from its cgroup."""
+        state = self.store.load(container_id)
+        if self.store.status(state) == "stopped":
+            raise ContainerError(f"container {container_id} is not running")
+        return sorted(cgroups.at(state.cgroup).pids())
+
     def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container; ``force`` kills a running one first."""
         mark("delete")
         state = self.store.load(container_id)
         status = self.store.status(state)
-        if status == "running" and not force:
+        if status in ("running", "paused") and not force:
             raise ContainerError(f"container {container_id} is running: stop it first or use "
                                  "--force")
         cgroup = cgroups.at(state.cgroup)
@@ -300,6 +331,17 @@ def _host_id(mappings: list, container_id: int) -> int:
     raise ContainerError(f"config.json: id {container_id} is not mapped in the user namespace")
 
 
+def _set_home(spec: Spec, rootfs: str) -> None:
+    """HOME, when the process's environment lacks it: the user's home in the container's
+    /etc/passwd, else "/" (runc and crun set it so); stored for exec too."""
+    from runtime.account_files import with_home
+
+    env = with_home(spec.env, rootfs, spec.uid)
+    if env is not spec.env:
+        spec.env = env
+        spec.raw.setdefault("process", {})["env"] = env
+
+
 def _resolve_username(spec: Spec, rootfs: str) -> None:
     """process.user.username → uid and gid from the container's own /etc/passwd."""
     if not spec.username:
@@ -356,6 +398,9 @@ def _kill_cgroup(cgroup: cgroups.Cgroup) -> None:
     for pid in cgroup.pids():
         with suppress(ProcessLookupError):
             os.kill(pid, SIGKILL)
+    if cgroups.frozen(cgroup.rel, cgroup.root):  # a paused container's SIGKILL lands once
+        with suppress(ContainerError, OSError):  # it thaws (runc thaws it too)
+            cgroup.freeze(False)
 
 
 def _reap_quietly(pid: int) -> None:

@@ -60,13 +60,23 @@ def _namespace_fds(state: State, kinds: list[str], linux: Linux) -> dict[str, in
 def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
             detach: bool = False, pid_file: str | os.PathLike | None = None,
-            stdio: tuple[int, int, int] | None = None, seccomp_cache: str = "") -> int:
-    uid, gid = _resolve_user(user, spec)
-    for item in env or []:
-        if "=" not in item:
-            raise ContainerError(f"exec --env {item!r} is not NAME=VALUE")
-    process = spec.replace(args=args, env=[*spec.env, *(env or [])],
-                                  cwd=cwd or spec.cwd, uid=uid, gid=gid)
+            stdio: tuple[int, int, int] | None = None, seccomp_cache: str = "",
+            process_fields: dict | None = None) -> int:
+    """*process_fields* (``exec --process``): the whole process, as an engine gives it
+    (its env is the whole environment, its user, capabilities and rlimits its own);
+    otherwise the container's, with *args*, *env* added, *cwd* and *user*."""
+    if process_fields is not None:
+        from runtime.account_files import with_home
+
+        process = spec.replace(**process_fields)
+        process.env = with_home(process.env, f"/proc/{state.pid}/root", process.uid)
+    else:
+        uid, gid = _resolve_user(user, spec)
+        for item in env or []:
+            if "=" not in item:
+                raise ContainerError(f"exec --env {item!r} is not NAME=VALUE")
+        process = spec.replace(args=args, env=[*spec.env, *(env or [])],
+                               cwd=cwd or spec.cwd, uid=uid, gid=gid)
     namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
     fds = _namespace_fds(state, namespaces, linux)
     seccomp = None
@@ -91,9 +101,9 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             child = os.fork()
             if child == 0:
                 linux.setsid()  # never the caller's terminal as controlling tty
-                for resource_id, soft, hard in spec.rlimits:
+                for resource_id, soft, hard in process.rlimits:
                     linux.setrlimit(resource_id, soft, hard)
-                if spec.no_new_privileges:
+                if process.no_new_privileges:
                     linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
                 finish_and_exec(process, seccomp, [], linux)
                 os._exit(127)

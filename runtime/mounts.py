@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable
 
@@ -198,6 +199,39 @@ def mount_all(linux: Linux, rootfs: str, mounts: list[Mount]) -> list[Mount]:
     return deferred
 
 
+COPY_UP = "tmpcopyup"  # runc's extension (podman --read-only sends it): a tmpfs that
+# starts with the contents of the directory it covers
+
+
+def _copy_up(below: int, top: str) -> None:
+    """Copy the directory *below* (an fd opened before the tmpfs covered it) into the tmpfs
+    at *top*: files, links as links (never followed), modes, owners and times, as runc's
+    copy-up keeps them."""
+    source = fd_path(below)
+    for directory, dirs, files in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        made = top if relative == "." else os.path.join(top, relative)
+        for name in dirs + files:
+            path, copy = os.path.join(directory, name), os.path.join(made, name)
+            info = os.lstat(path)
+            if stat.S_ISDIR(info.st_mode):
+                os.mkdir(copy, stat.S_IMODE(info.st_mode))
+            elif stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(path), copy)
+            elif stat.S_ISREG(info.st_mode):
+                shutil.copyfile(path, copy, follow_symlinks=False)
+            else:
+                continue  # device nodes, sockets, fifos: not copied (runc copies regular
+                # files, directories and links)
+            os.chown(copy, info.st_uid, info.st_gid, follow_symlinks=False)
+            if not stat.S_ISLNK(info.st_mode):
+                os.chmod(copy, stat.S_IMODE(info.st_mode))
+            os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+        top_info = os.stat(directory)
+        os.chmod(made, stat.S_IMODE(top_info.st_mode))
+        os.chown(made, top_info.st_uid, top_info.st_gid)
+
+
 def _below(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
@@ -218,11 +252,12 @@ def _mount_one(linux: Linux, root_fd: int, mount: Mount) -> None:
     # proc and sysfs only on an ordinary directory (as runc): through a symlink, an image
     # could put them where the later mounts hide them and the masks miss them
     resolve = IN_ROOT | (RESOLVE_NO_SYMLINKS if mount.type in ("proc", "sysfs") else 0)
-    if flags & MS_BIND:
-        source = mount.source
-        if data:
-            raise ContainerError(f"mount {mount.destination}: bind option(s) {data} are not "
-                                 "supported by vmvc-runtime")
+    if flags & MS_BIND:  # data options (mode=755,size=1k) mean nothing to a bind: ignored,
+        source = mount.source  # as runc and the kernel ignore them; but not an id mapping,
+        mapped = {"idmap", "ridmap"} & set(data.split(","))  # which changes what it shows
+        if mapped:
+            raise ContainerError(f"mount {mount.destination}: bind option(s) "
+                                 f"{','.join(sorted(mapped))} are not supported by vmvc-runtime")
         if not os.path.exists(source):
             raise ContainerError(f"mount {mount.destination}: source {source} does not exist")
         target = ensure_in_root(linux, root_fd, mount.destination, os.path.isdir(source),
@@ -235,11 +270,24 @@ def _mount_one(linux: Linux, root_fd: int, mount: Mount) -> None:
         if remount:  # bind mounts take ro, nosuid… only on a remount, one mount at a time
             _remount_bind(linux, root_fd, mount, remount, flags & MS_REC)
     else:
+        copy_up = mount.type == "tmpfs" and COPY_UP in data.split(",")
+        if copy_up:
+            data = ",".join(d for d in data.split(",") if d != COPY_UP)
         target = ensure_in_root(linux, root_fd, mount.destination, True, resolve)
+        below = os.open(fd_path(target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) \
+            if copy_up else -1
         try:
             linux.mount(mount.source, fd_path(target), mount.type, flags, data or None)
+            if copy_up:  # the fd opened before the mount still names the directory below
+                top = open_in_root(linux, root_fd, mount.destination, resolve)
+                try:
+                    _copy_up(below, fd_path(top))
+                finally:
+                    os.close(top)
         finally:
             os.close(target)
+            if below >= 0:
+                os.close(below)
     if propagation:
         target = open_in_root(linux, root_fd, mount.destination, resolve)
         try:

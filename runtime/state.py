@@ -81,12 +81,14 @@ class StateStore:
                       if os.path.exists(os.path.join(self.root, name, STATE_FILE)))
 
     def status(self, state: State) -> str:
-        """created | running | stopped, derived as runc derives it."""
+        """created | running | paused | stopped, derived as runc derives it."""
         if process_start_time(state.pid) != state.start_time:
             return "stopped"
         if os.path.exists(os.path.join(self.dir(state.id), FIFO)):
             return "created"
-        return "running"
+        from runtime.cgroups import frozen
+
+        return "paused" if frozen(state.cgroup) else "running"
 
     def oci_state(self, state: State) -> dict:
         status = self.status(state)
