@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +24,10 @@ def world_traversable(busybox_rootfs: Path) -> Iterator[tuple[Path, Path]]:
     """A rootfs and a state root the mapped (unprivileged) root can reach."""
     work = Path(tempfile.mkdtemp(prefix="vmvc-userns-", dir="/var/tmp"))
     os.chmod(work, 0o755)
-    shutil.copytree(busybox_rootfs, work / "rootfs", symlinks=True)
+    # cp -a, not copytree: a device node another test left in the shared rootfs's /dev is
+    # copied as a node (copytree reads it: /dev/zero once filled this disk)
+    subprocess.run(["cp", "-a", str(busybox_rootfs), str(work / "rootfs")], check=True,
+                   timeout=120)
     try:
         yield work / "rootfs", work / "state"
     finally:
