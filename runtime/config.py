@@ -337,6 +337,21 @@ def _namespaces(linux: _Reader) -> dict[str, str | None]:
     return namespaces
 
 
+def _is_host_namespace(kind: str, path: str | None) -> bool:
+    """Is the namespace joined at *path* the runtime's own (the host's)? A new one (no
+    path) never is; one an engine made (podman's /run/netns/…) is the container's, and its
+    sysctls are the container's to set, as runc allows. A path that cannot be read is
+    treated as the host's: nothing is written through a namespace we cannot tell apart."""
+    if path is None:
+        return False
+    proc_name = {"network": "net", "mount": "mnt"}.get(kind, kind)
+    try:
+        joined, own = os.stat(path), os.stat(f"/proc/self/ns/{proc_name}")
+    except OSError:
+        return True
+    return (joined.st_dev, joined.st_ino) == (own.st_dev, own.st_ino)
+
+
 def parse_resources(raw: object) -> Resources:
     """An OCI linux.resources object on its own (``update -r FILE``), checked as
     config.json's is."""
@@ -373,7 +388,8 @@ def parse_config(raw: dict) -> Spec:
         owner = next((ns for prefix, ns in NAMESPACED_SYSCTLS.items()
                       if key == prefix or (prefix.endswith(".") and key.startswith(prefix))),
                      None)
-        if owner is None or namespaces.get(owner, "joined") is not None:
+        if owner is None or owner not in namespaces or _is_host_namespace(owner,
+                                                                          namespaces[owner]):
             raise ContainerError(f"config.json: linux.sysctl {key} is not a sysctl of this "
                                  "container's own namespaces: it would change the host")
         why = GLOBAL_NET_SYSCTLS.get(".".join(p for p in key.replace("/", ".").split(".") if p))

@@ -26,6 +26,7 @@ from runtime.errors import ContainerError
 from runtime.exec_stub import sealed_stub
 from runtime.light import suppress
 from runtime.linux import (
+    MNT_DETACH,
     MS_BIND,
     MS_NODEV,
     MS_PRIVATE,
@@ -373,11 +374,16 @@ def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[int, str, int], N
                         "mode=755")
         finally:
             os.close(target)
+        own = None if plan.spec.namespaces.get("cgroup", "") is None else _own_v1_cgroups()
         for name in plan.cgroup_v1_hierarchies:
             options = f"none,name={name}" if name == "systemd" else name
             hierarchy = mounts.ensure_in_root(linux, root_fd, f"{destination}/{name}")
             try:
-                linux.mount("cgroup", mounts.fd_path(hierarchy), "cgroup", flags, options)
+                if own is None:  # a new cgroup namespace: its root is the container's cgroup
+                    linux.mount("cgroup", mounts.fd_path(hierarchy), "cgroup", flags, options)
+                else:
+                    _mount_own_v1_cgroup(linux, root_fd, destination, name, options,
+                                         own.get(name, "/"), hierarchy, flags)
             finally:
                 os.close(hierarchy)
         if flags & MS_RDONLY:
@@ -388,6 +394,51 @@ def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[int, str, int], N
             finally:
                 os.close(top)
     return mount_cgroup
+
+
+def _own_v1_cgroups() -> dict[str, str]:
+    """hierarchy name → this process's cgroup in it, from the container's own /proc (the
+    host's paths: no cgroup namespace)."""
+    own = {}
+    with open("/proc/self/cgroup") as handle:
+        for line in handle:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            for name in names.split(","):
+                own[name.removeprefix("name=")] = path
+    return own
+
+
+def _mount_own_v1_cgroup(linux: Linux, root_fd: int, destination: str, name: str,
+                         options: str, path: str, target: int, flags: int) -> None:
+    """Without a cgroup namespace a fresh v1 mount shows the host's whole hierarchy: mount
+    it on a scratch directory, bind the container's own cgroup onto *target* (what runc
+    shows: the container's limits at /sys/fs/cgroup/<name>), and drop the scratch mount."""
+    scratch_name = f".vmvc-{name}"
+    scratch = mounts.ensure_in_root(linux, root_fd, f"{destination}/{scratch_name}")
+    try:
+        linux.mount("cgroup", mounts.fd_path(scratch), "cgroup", flags & ~MS_RDONLY, options)
+    finally:
+        os.close(scratch)
+    scratch = mounts.open_in_root(linux, root_fd, f"{destination}/{scratch_name}")  # the mount
+    try:
+        own = mounts.open_in_root(linux, scratch, path.lstrip("/") or ".")
+        try:
+            linux.mount(mounts.fd_path(own), mounts.fd_path(target), None, MS_BIND)
+        finally:
+            os.close(own)
+        bound = mounts.open_in_root(linux, root_fd, f"{destination}/{name}")  # the new mount
+        try:
+            linux.mount(None, mounts.fd_path(bound), None, MS_BIND | MS_REMOUNT | flags)
+        finally:
+            os.close(bound)
+        linux.umount2(mounts.fd_path(scratch), MNT_DETACH)
+    finally:
+        os.close(scratch)
+    top = mounts.open_in_root(linux, root_fd, destination)
+    try:
+        os.rmdir(scratch_name, dir_fd=top)
+    finally:
+        os.close(top)
 
 
 def prepare_container(plan: InitPlan, linux: Linux) -> int | None:

@@ -6,6 +6,7 @@ or its exit status). Cases that runc refuses too are not here: those stay refuse
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,7 +55,23 @@ def tmpfs_copy_up(config: dict) -> None:
                              "options": ["nosuid", "nodev", "mode=755", "tmpcopyup"]})
 
 
+def no_cgroup_namespace(config: dict) -> None:
+    """podman on a v1 host: no cgroup namespace. The container's /sys/fs/cgroup shows its
+    own cgroup (its limits), not the host's hierarchy."""
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                     if n["type"] != "cgroup"]
+    config["linux"]["resources"]["pids"] = {"limit": 42}
+    config["linux"]["resources"]["memory"] = {"limit": 48 << 20}
+
+
+OWN_LIMITS = ("cat_first() { for f; do [ -r $f ] && { cat $f; return; }; done; }; "
+              "echo pids=$(cat_first /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max); "
+              "echo memory=$(cat_first /sys/fs/cgroup/memory/memory.limit_in_bytes "
+              "/sys/fs/cgroup/memory.max)")
+
 CASES: dict[str, tuple[Change, list[str], dict[str, str] | int]] = {
+    "no cgroup namespace": (no_cgroup_namespace, ["sh", "-c", OWN_LIMITS],
+                            {"pids": "42", "memory": str(48 << 20)}),
     "unknown properties": (unknown_properties, ["echo", "ran=yes"], {"ran": "yes"}),
     "memory.kernel and kernelTCP": (kernel_memory, ["echo", "ran=yes"], {"ran": "yes"}),
     "blockIO weight 0, cpu.shares 0": (docker_zeros, ["echo", "ran=yes"], {"ran": "yes"}),
@@ -383,3 +400,45 @@ def test_update_reads_sizes_as_runc_does() -> None:
 
     assert [_bytes(t, "memory") for t in ("33554432", "32m", "32M", "32MiB", "1g", "-1")] == \
         [32 << 20, 32 << 20, 32 << 20, 32 << 20, 1 << 30, -1]
+
+
+def test_sysctls_of_a_joined_network_namespace(peer_runtime: OciRuntime, busybox_rootfs: Path,
+                                               tmp_path: Path) -> None:
+    """podman joins the network namespace it made (``/run/netns/…``) and sets its net.*
+    sysctls: they are the container's own, and runc sets them. The host's own namespace
+    joined by path is refused, as runc refuses it: the write would change the host."""
+    import os
+    import subprocess
+
+    key = "net.ipv4.ip_unprivileged_port_start"
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        path = f"/proc/{holder.pid}/ns/net"
+        for _ in range(100):  # unshare has run once the link names another namespace
+            if os.readlink(path) != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        config = make_config(busybox_rootfs, ["sh", "-c", "echo port=$(cat "
+                                                          f"/proc/sys/{key.replace('.', '/')})"])
+        config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                         if n["type"] != "network"] + [
+            {"type": "network", "path": path}]
+        config["linux"]["sysctl"] = {key: "1000"}
+        proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "joined")
+        assert proc.returncode == 0, proc.stderr
+        assert facts(proc.stdout) == {"port": "1000"}
+        nsenter = subprocess.run(["nsenter", f"--net={path}", "cat",
+                                  f"/proc/sys/{key.replace('.', '/')}"],
+                                 capture_output=True, text=True, check=True)
+        assert nsenter.stdout.strip() == "1000"  # set in the joined namespace itself
+    finally:
+        holder.kill()
+        holder.wait()
+    if Path(peer_runtime.binary).name == "crun":
+        return  # crun 1.8 writes through the host's namespace (here harmlessly: its value)
+    host_value = Path(f"/proc/sys/{key.replace('.', '/')}").read_text().strip()
+    config["linux"]["namespaces"][-1]["path"] = f"/proc/{os.getpid()}/ns/net"
+    config["linux"]["sysctl"] = {key: host_value}  # were it written: the host's own value
+    proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "host")
+    assert proc.returncode != 0
+    assert "sysctl" in proc.stderr, proc.stderr
