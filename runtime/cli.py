@@ -3,7 +3,9 @@
 usage: vmvc-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND
 
   spec [-b BUNDLE]                          write a default config.json
-  create [-b BUNDLE] [--pid-file F] ID      create a container (its process waits for start)
+  create [-b BUNDLE] [--pid-file F] [--console-socket S] ID
+                                            create a container (its process waits for start);
+                                            process.terminal: its terminal is sent to S
   start ID                                  start a created container
   run [-b BUNDLE] [--pid-file F] [-d] [--keep] ID
                                             create + start (+ wait + delete unless -d)
@@ -16,7 +18,7 @@ usage: vmvc-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug]
   pause ID / resume ID                      freeze / thaw every process of the container
   update [-r FILE|-] [--memory N] [--cpu-quota N] [--pids-limit N] … ID
                                             change a running container's limits
-  exec [-e K=V] [--cwd DIR] [-u UID[:GID]] [-d] [--pid-file F] ID CMD...
+  exec [-e K=V] [--cwd DIR] [-u UID[:GID]] [-d] [-t --console-socket S] [--pid-file F] ID CMD...
                                             run a process in a running container
   exec --process FILE [-d] [--pid-file F] ID
                                             the same, the whole process from a JSON file
@@ -37,8 +39,7 @@ from runtime.trace import mark
 DEFAULT_ROOT = "/run/vmvc-runtime"
 VERBS = ("spec", "create", "start", "run", "state", "kill", "delete", "list", "exec", "ps",
          "features", "pause", "resume", "update")
-UNSUPPORTED = ("--systemd-cgroup", "--rootless", "--console-socket", "--no-pivot", "--tty",
-               "-t", "--preserve-fds")
+UNSUPPORTED = ("--systemd-cgroup", "--rootless", "--no-pivot", "--preserve-fds")
 SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15,
            "CONT": 18, "STOP": 19}
 UPDATE_FLAGS = {  # runc update's flags: where each goes in linux.resources, and how to read it
@@ -52,13 +53,15 @@ UPDATE_FLAGS = {  # runc update's flags: where each goes in linux.resources, and
 # flags that take a value, per verb ("" = global); the others are switches
 VALUED = {"": {"--root", "--log", "--log-format"},
           "spec": {"-b", "--bundle"},
-          "create": {"-b", "--bundle", "--pid-file"},
-          "run": {"-b", "--bundle", "--pid-file"},
+          "create": {"-b", "--bundle", "--pid-file", "--console-socket"},
+          "run": {"-b", "--bundle", "--pid-file", "--console-socket"},
           "list": {"-f", "--format"}, "ps": {"-f", "--format"},
           "update": {"-r", "--resources", *(f"--{flag}" for flag in UPDATE_FLAGS)},
-          "exec": {"-e", "--env", "--cwd", "-u", "--user", "--pid-file", "-p", "--process"}}
+          "exec": {"-e", "--env", "--cwd", "-u", "--user", "--pid-file", "-p", "--process",
+                   "--console-socket"}}
 SWITCHES = {"": {"--debug"}, "run": {"-d", "--detach", "--keep"}, "delete": {"-f", "--force"},
-            "list": {"-q", "--quiet"}, "kill": {"-a", "--all"}, "exec": {"-d", "--detach"},
+            "list": {"-q", "--quiet"}, "kill": {"-a", "--all"},
+            "exec": {"-d", "--detach", "-t", "--tty"},
             "create": {"--no-new-keyring"}}
 SWITCHES["run"] |= {"--no-new-keyring"}
 
@@ -183,11 +186,13 @@ def run_command(args: Args) -> int:
         pid_file = args.get("--pid-file")
         return rt.exec(args.positional[0], args.positional[1:], env=args.all("-e", "--env"),
                        cwd=args.get("--cwd"), user=args.get("-u", "--user"),
-                       detach=args.has("-d", "--detach"), pid_file=pid_file)
+                       detach=args.has("-d", "--detach"), pid_file=pid_file,
+                       console_socket=args.get("--console-socket"), tty=args.has("-t", "--tty"))
     cid = _container_id(args)
     if verb == "create":
         rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"),
-                  new_keyring=not args.has("--no-new-keyring"))
+                  new_keyring=not args.has("--no-new-keyring"),
+                  console_socket=args.get("--console-socket"))
     elif verb == "run":
         return _run(rt, cid, args)
     elif verb == "start":
@@ -228,12 +233,13 @@ def _exec_process(rt, args: Args, path: str) -> int:
         os.write(2, f"vmvc-runtime: warning: {path}: {warning}\n".encode())
     return rt.exec(args.positional[0], list(fields["args"]),  # type: ignore[call-overload]
                    detach=args.has("-d", "--detach"), pid_file=args.get("--pid-file"),
-                   process_fields=fields)
+                   process_fields=fields, console_socket=args.get("--console-socket"))
 
 
 def _run(rt, cid: str, args: Args) -> int:
     rt.create(cid, args.get("-b", "--bundle", default="."), pid_file=args.get("--pid-file"),
-              new_keyring=not args.has("--no-new-keyring"))
+              new_keyring=not args.has("--no-new-keyring"),
+              console_socket=args.get("--console-socket"))
     if args.has("-d", "--detach"):
         try:
             rt.start(cid)

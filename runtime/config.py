@@ -107,6 +107,8 @@ class Spec(Record):
     sysctl: dict[str, str]
     rootfs_propagation: str
     annotations: dict[str, str]
+    terminal: bool = False  # a pseudo-terminal for stdio, its master sent to the engine
+    console_size: tuple[int, int] | None = None  # (rows, columns)
     raw: dict = {}
     warnings: tuple[str, ...] = ()  # what is not applied, and why (runc warns the same)
 
@@ -188,8 +190,9 @@ def _process(cfg: _Reader) -> dict[str, object]:
         raise ContainerError("config.json: process is required")
     proc.refuse_unsupported({"apparmorProfile", "selinuxLabel", "ioPriority", "scheduler",
                              "execCPUAffinity", "commandLine"})
-    if proc.get("terminal", bool, False):
-        raise ContainerError("config.json: process.terminal=true is not supported by vmvc-runtime")
+    size = proc.sub("consoleSize")
+    console_size = (size.uint("height", required=True), size.uint("width", required=True)) \
+        if "consoleSize" in proc.value else None
     args = proc.strings("args")
     if not args or not args[0]:
         raise ContainerError("config.json: process.args must name a program")
@@ -235,6 +238,7 @@ def _process(cfg: _Reader) -> dict[str, object]:
         "username": user.get("username", str),
         "rlimits": rlimits, "no_new_privileges": proc.get("noNewPrivileges", bool, False),
         "capabilities": capabilities, "oom_score_adj": proc.uint("oomScoreAdj", signed=True),
+        "terminal": proc.get("terminal", bool, False), "console_size": console_size,
         "warnings": warnings,
     }
 

@@ -41,7 +41,7 @@ class Runtime:
     def create(self, container_id: str, bundle: PathLike, config: dict | None = None, *,
                image: PathLike | None = None, stdio: tuple[int, int, int] | None = None,
                pid_file: PathLike | None = None, network: str | None = None,
-               new_keyring: bool = True) -> State:
+               new_keyring: bool = True, console_socket: str | None = None) -> State:
         """Create the container, its init blocked before exec until :meth:`start`.
 
         *network* is ``none`` (loopback only, the default) or ``bridge``; the config's
@@ -65,6 +65,7 @@ class Runtime:
         data_dir = os.path.join(self.data, "containers", container_id)
         cgroup = None
         mode = network or spec.annotations.get(NETWORK_ANNOTATION, "none")
+        console_fd = -1
         try:
             storage.private_dir(self.data, storage.PASSAGE)  # see runtime.storage
             rootfs, overlay = self._prepare_root(spec, bundle, image, data_dir)
@@ -84,6 +85,11 @@ class Runtime:
                 # no device filter (v2 without eBPF): no device nodes from the root either
                 root_nodev=cgroup.device_filter_error is not None,
             )
+            if spec.terminal or console_socket is not None:
+                from runtime import console
+
+                console.check(spec.terminal, console_socket)
+                plan.console_fd = console_fd = console.connect(str(console_socket))
             address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
                 become_subreaper(self.linux)
@@ -104,6 +110,9 @@ class Runtime:
         except BaseException:
             self._undo_create(container_id, mode, cgroup, data_dir, state_dir)
             raise
+        finally:
+            if console_fd >= 0:  # the init holds it, or failed: the creator keeps nothing
+                os.close(console_fd)
         return state
 
     def _undo_create(self, container_id: str, mode: str, cgroup: cgroups.Cgroup | None,

@@ -61,7 +61,8 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
             detach: bool = False, pid_file: str | os.PathLike | None = None,
             stdio: tuple[int, int, int] | None = None, seccomp_cache: str = "",
-            process_fields: dict | None = None) -> int:
+            process_fields: dict | None = None, console_socket: str | None = None,
+            tty: bool = False) -> int:
     """*process_fields* (``exec --process``): the whole process, as an engine gives it
     (its env is the whole environment, its user, capabilities and rlimits its own);
     otherwise the container's, with *args*, *env* added, *cwd* and *user*."""
@@ -77,6 +78,13 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
                 raise ContainerError(f"exec --env {item!r} is not NAME=VALUE")
         process = spec.replace(args=args, env=[*spec.env, *(env or [])],
                                cwd=cwd or spec.cwd, uid=uid, gid=gid)
+    process.terminal = process.terminal if process_fields is not None else tty
+    console_fd = -1
+    if process.terminal or console_socket is not None:
+        from runtime import console  # here: once in the container, the library is gone
+
+        console.check(process.terminal, console_socket)
+        console_fd = console.connect(str(console_socket))
     namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
     fds = _namespace_fds(state, namespaces, linux)
     seccomp = None
@@ -101,6 +109,9 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             child = os.fork()
             if child == 0:
                 linux.setsid()  # never the caller's terminal as controlling tty
+                if console_fd >= 0:  # the container's own devpts: the mount ns is joined
+                    slave, _ = console.open_in_container(console_fd, process.console_size)
+                    console.become_stdio(slave)
                 for resource_id, soft, hard in process.rlimits:
                     linux.setrlimit(resource_id, soft, hard)
                 if process.no_new_privileges:
@@ -117,7 +128,7 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             print(f"vmvc-runtime: exec: {exc}", file=sys.stderr, flush=True)
             os._exit(125)
     os.close(write_fd)
-    for fd in fds.values():
+    for fd in [*fds.values(), *([console_fd] if console_fd >= 0 else [])]:
         os.close(fd)
     with os.fdopen(read_fd) as pipe:
         child_pid = pipe.readline().strip()

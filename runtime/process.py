@@ -72,6 +72,7 @@ class InitPlan(Record):
     late_cgroup: bool = False  # the creator moves B into its cgroup while B sets up
     new_keyring: bool = True  # a session keyring of the container's own (runc's default)
     root_nodev: bool = False  # no device nodes from the root (no cgroup device filter: v2)
+    console_fd: int = -1  # process.terminal: the engine's console socket, connected
     received: set = set()  # bytes B has read from go_fd so far
 
 
@@ -441,6 +442,20 @@ def _mount_own_v1_cgroup(linux: Linux, root_fd: int, destination: str, name: str
         os.close(top)
 
 
+def _attach_terminal(plan: InitPlan, linux: Linux, root_fd: int) -> None:
+    """A terminal of the container's devpts as stdio, its master sent to the engine, the
+    terminal bound at /dev/console too (runc does the same)."""
+    from runtime import console  # imported by the creator: the host's library is gone
+
+    slave, path = console.open_in_container(plan.console_fd, plan.spec.console_size)
+    target = mounts.ensure_in_root(linux, root_fd, "/dev/console", directory=False)
+    try:
+        linux.mount(path, mounts.fd_path(target), None, MS_BIND)
+    finally:
+        os.close(target)
+    console.become_stdio(slave)
+
+
 def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     """Everything before the start barrier; returns the exec fifo's O_PATH fd (or None)."""
     spec = plan.spec
@@ -478,6 +493,8 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
             if "uts" not in spec.namespaces:
                 raise ContainerError("config.json: hostname needs a uts namespace")
             linux.sethostname(spec.hostname)
+        if plan.console_fd >= 0:
+            _attach_terminal(plan, linux, root_fd)
         for path in spec.readonly_paths:
             mounts.make_readonly(linux, root_fd, path)
         mounts.mask_all(linux, root_fd, spec.masked_paths)

@@ -57,7 +57,6 @@ def test_an_invalid_config_is_never_cached(tmp_path: Path) -> None:
     (("linux", "intelRdt"), {"closID": "x"}),
     (("process", "selinuxLabel"), "system_u:system_r:container_t"),
     (("linux", "resources", "blockIO"), {"weight": 10}),
-    (("process", "terminal"), True),
 ])
 def test_unimplemented_fields_are_refused_by_name(field: tuple[str, ...], value: object) -> None:
     config = default_spec(["/bin/true"])
@@ -67,3 +66,15 @@ def test_unimplemented_fields_are_refused_by_name(field: tuple[str, ...], value:
     node[field[-1]] = value
     with pytest.raises(ContainerError, match=field[-1]):
         parse_config(config)
+
+
+def test_a_terminal_needs_a_console_socket_and_a_socket_a_terminal() -> None:
+    """runc's rules for create: where a terminal would go, and no socket without one."""
+    from runtime import console
+
+    with pytest.raises(ContainerError, match="--console-socket"):
+        console.check(True, None)
+    with pytest.raises(ContainerError, match="process.terminal is false"):
+        console.check(False, "/run/engine.sock")
+    console.check(True, "/run/engine.sock")
+    console.check(False, None)

@@ -6,6 +6,7 @@ or its exit status). Cases that runc refuses too are not here: those stay refuse
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -442,3 +443,97 @@ def test_sysctls_of_a_joined_network_namespace(peer_runtime: OciRuntime, busybox
     proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "host")
     assert proc.returncode != 0
     assert "sysctl" in proc.stderr, proc.stderr
+
+
+def _receive_terminal(listener, seconds: float = 10) -> int:
+    """The master an OCI runtime sends to a console socket (one fd in SCM_RIGHTS)."""
+    import socket
+
+    listener.settimeout(seconds)
+    conn, _ = listener.accept()
+    with conn:
+        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    assert len(fds) == 1
+    return fds[0]
+
+
+def _read_until_closed(fd: int, seconds: float = 10) -> str:
+    import select
+
+    chunks = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: every slave closed (the process has exited)
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_terminal_goes_to_the_console_socket(peer_runtime: OciRuntime, busybox_rootfs: Path,
+                                             tmp_path: Path) -> None:
+    """`podman run -t` / `docker run -t`: process.terminal with `create --console-socket`;
+    the runtime sends the terminal's master there, and the process's stdio is the slave, a
+    terminal of the container's own devpts, its size from process.consoleSize. Then the
+    same for `exec -t --console-socket` into the running container."""
+    import socket
+
+    from tests.oci_runtime import new_id, write_bundle
+
+    config = make_config(busybox_rootfs, ["sh", "-c", "echo tty=$(tty) size=$(stty size "
+                                          "| tr ' ' x); read line; echo got=$line"])
+    config["process"]["terminal"] = True
+    config["process"]["consoleSize"] = {"height": 33, "width": 101}
+    bundle = write_bundle(tmp_path / "bundle", config)
+    path = tmp_path / "console.sock"
+    cid = new_id()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        try:
+            created = peer_runtime("create", "--bundle", str(bundle), "--console-socket",
+                                   str(path), cid)
+            assert created.returncode == 0, created.stderr
+            master = _receive_terminal(listener)
+            try:
+                assert peer_runtime("start", cid).returncode == 0
+                os.write(master, b"typed\n")
+                output = _read_until_closed(master)
+            finally:
+                os.close(master)
+        finally:
+            deleted = stop_and_delete(peer_runtime, cid)
+    assert deleted.returncode == 0, deleted.stderr
+    seen = facts(output.replace(" ", "\n"))
+    assert {k: seen.get(k) for k in ("tty", "size", "got")} == \
+        {"tty": "/dev/pts/0", "size": "33x101", "got": "typed"}, output
+
+    running = write_bundle(tmp_path / "running", make_config(busybox_rootfs, ["sleep", "60"]))
+    cid = new_id()
+    path = tmp_path / "exec.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        try:
+            assert peer_runtime("run", "--detach", "--bundle", str(running), cid).returncode == 0
+            pid_file = tmp_path / "exec.pid"
+            ran = peer_runtime("exec", "--tty", "--console-socket", str(path), "--detach",
+                               "--pid-file", str(pid_file), cid, "sh", "-c",
+                               "echo tty=$(tty); sleep 0.2")
+            assert ran.returncode == 0, ran.stderr
+            master = _receive_terminal(listener)
+            try:
+                output = _read_until_closed(master)
+            finally:
+                os.close(master)
+            gone(int(pid_file.read_text()), 5)
+        finally:
+            deleted = stop_and_delete(peer_runtime, cid)
+    assert deleted.returncode == 0, deleted.stderr
+    assert facts(output).get("tty", "").startswith("/dev/pts/"), output
