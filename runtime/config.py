@@ -34,6 +34,17 @@ GLOBAL_NET_SYSCTLS = {
 }
 
 
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+              "poststop")
+
+
+class Hook(Record):
+    path: str
+    args: list[str]
+    env: list[str]
+    timeout: int | None  # seconds
+
+
 class Mount(Record):
     destination: str
     type: str
@@ -107,6 +118,7 @@ class Spec(Record):
     sysctl: dict[str, str]
     rootfs_propagation: str
     annotations: dict[str, str]
+    hooks: dict[str, list[Hook]] = {}  # kind (createRuntime, poststop…) → hooks, in order
     terminal: bool = False  # a pseudo-terminal for stdio, its master sent to the engine
     console_size: tuple[int, int] | None = None  # (rows, columns)
     raw: dict = {}
@@ -241,6 +253,27 @@ def _process(cfg: _Reader) -> dict[str, object]:
         "terminal": proc.get("terminal", bool, False), "console_size": console_size,
         "warnings": warnings,
     }
+
+
+def _hooks(cfg: _Reader) -> dict[str, list[Hook]]:
+    """The lifecycle hooks (runtime-spec config.md#posix-platform-hooks), kinds not defined
+    by the spec ignored like any unknown property."""
+    hooks = cfg.sub("hooks")
+    found = {}
+    for kind in HOOK_KINDS:
+        items = []
+        for i, item in enumerate(hooks.get(kind, list, [])):
+            hook = _Reader(item, f"hooks.{kind}[{i}]")
+            timeout = hook.uint("timeout")
+            if timeout is not None and timeout <= 0:
+                raise ContainerError(f"config.json: hooks.{kind}[{i}].timeout must be > 0")
+            items.append(Hook(path=_absolute(hook.get("path", str, required=True),
+                                             f"hooks.{kind}[{i}].path"),
+                              args=hook.strings("args"), env=hook.strings("env"),
+                              timeout=timeout))
+        if items:
+            found[kind] = items
+    return found
 
 
 def _mounts(cfg: _Reader) -> list[Mount]:
@@ -387,7 +420,7 @@ def parse_process(raw: object) -> dict[str, object]:
 def parse_config(raw: dict) -> Spec:
     """Check *raw* (a parsed config.json) and return what the runtime will apply."""
     cfg = _Reader(raw, "")
-    cfg.refuse_unsupported({"hooks", "domainname", "solaris", "windows", "vm", "zos"})
+    cfg.refuse_unsupported({"domainname", "solaris", "windows", "vm", "zos"})
     root = cfg.sub("root")
     linux = cfg.sub("linux")
     linux.refuse_unsupported({"mountLabel", "intelRdt", "personality", "timeOffsets",
@@ -437,6 +470,7 @@ def parse_config(raw: dict) -> Spec:
         seccomp=seccomp, devices=_devices(linux),
         sysctl=sysctl,
         rootfs_propagation=propagation,
+        hooks=_hooks(cfg),
         annotations={str(k): str(v) for k, v in cfg.get("annotations", dict, {}).items()},
         raw=raw,
     )

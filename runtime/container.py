@@ -90,6 +90,9 @@ class Runtime:
 
                 console.check(spec.terminal, console_socket)
                 plan.console_fd = console_fd = console.connect(str(console_socket))
+            if any(k in spec.hooks for k in ("prestart", "createRuntime", "createContainer")):
+                plan.create_hooks = lambda pid: self._create_hooks(spec, container_id, bundle,
+                                                                   pid)
             address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
                 become_subreaper(self.linux)
@@ -102,6 +105,9 @@ class Runtime:
                 bundle=bundle, rootfs=rootfs, created=_now(), cgroup=cgroup.rel,
                 data_dir=data_dir, annotations=spec.annotations,
                 network={"mode": mode, **({"address": address} if address else {})},
+                hooks={kind: [vars(hook) for hook in hooks] for kind, hooks in spec.hooks.items()
+                       if kind in ("startContainer", "poststart", "poststop")},
+                namespaces=list(spec.namespaces),
             )
             self.store.save(state)
             if pid_file is not None:
@@ -114,6 +120,33 @@ class Runtime:
             if console_fd >= 0:  # the init holds it, or failed: the creator keeps nothing
                 os.close(console_fd)
         return state
+
+    def _create_hooks(self, spec: Spec, container_id: str, bundle: str, pid: int) -> None:
+        """prestart and createRuntime in the runtime's namespaces, then createContainer in
+        the container's, while its init waits before pivot_root (runtime.hooks)."""
+        from runtime import hooks
+
+        state = {"ociVersion": spec.raw.get("ociVersion", "1.0.2"), "id": container_id,
+                 "status": "creating", "pid": pid, "bundle": bundle,
+                 "annotations": spec.annotations}
+        for kind in ("prestart", "createRuntime"):
+            hooks.run(kind, spec.hooks.get(kind, []), state, self.linux)
+        hooks.run("createContainer", spec.hooks.get("createContainer", []), state, self.linux,
+                  join_pid=pid, namespaces=tuple(spec.namespaces))
+
+    def _state_hooks(self, state: State, kind: str, status: str) -> None:
+        """startContainer (in the container), poststart, poststop: from the saved state."""
+        if kind not in state.hooks:
+            return
+        from runtime import hooks
+        from runtime.config import Hook
+
+        oci = {**self.store.oci_state(state), "status": status}
+        inside = kind == "startContainer"
+        for warning in hooks.run(kind, [Hook(**h) for h in state.hooks[kind]], oci, self.linux,
+                                 join_pid=state.pid if inside else None,
+                                 namespaces=tuple(state.namespaces) if inside else ()):
+            os.write(2, f"vmvc-runtime: warning: {warning}\n".encode())
 
     def _undo_create(self, container_id: str, mode: str, cgroup: cgroups.Cgroup | None,
                      data_dir: str, state_dir: str) -> None:
@@ -201,6 +234,7 @@ class Runtime:
         if status != "created":
             raise ContainerError(f"container {container_id} is {status}, not created: "
                                  "cannot start it")
+        self._state_hooks(state, "startContainer", "created")
         fifo = os.path.join(self.store.dir(container_id), FIFO)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -217,6 +251,7 @@ class Runtime:
             os.unlink(fifo)  # only now: the fifo's absence is what "running" means
         finally:
             os.close(fd)
+        self._state_hooks(state, "poststart", "running")
 
     def wait(self, container_id: str) -> int:
         """Wait for the container's process to exit; its exit status (128+N if killed)."""
@@ -286,6 +321,7 @@ class Runtime:
             self._unplug(container_id)
         _rmtree(state.data_dir)
         _rmtree(self.store.dir(container_id))
+        self._state_hooks(state, "poststop", "stopped")
 
     def state(self, container_id: str) -> dict:
         return self.store.oci_state(self.store.load(container_id))

@@ -73,6 +73,8 @@ class InitPlan(Record):
     new_keyring: bool = True  # a session keyring of the container's own (runc's default)
     root_nodev: bool = False  # no device nodes from the root (no cgroup device filter: v2)
     console_fd: int = -1  # process.terminal: the engine's console socket, connected
+    create_hooks: Callable[[int], None] | None = None  # the creator runs them, given B's PID
+    report: Callable[[str], None] | None = None  # in B: a message to the creator
     received: set = set()  # bytes B has read from go_fd so far
 
 
@@ -148,7 +150,7 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
     if direct:
         pid_a = None
     deadline = time.monotonic() + SETUP_TIMEOUT
-    ready = False
+    ready = hooks_asked = False
     try:
         if direct:
             # Moving a task between cgroups waits for an RCU grace period (~10 ms here):
@@ -172,6 +174,13 @@ def spawn_init(plan: InitPlan, join_cgroup: Callable[[int], None], linux: Linux)
                 raise ContainerError(rest)
             elif kind == "ready":
                 ready = True
+            elif kind == "hooks":
+                hooks_asked = True
+            if hooks_asked and pid_b is not None and plan.create_hooks is not None:
+                hooks_asked = False
+                plan.create_hooks(pid_b)  # B waits before pivot_root meanwhile
+                deadline = time.monotonic() + SETUP_TIMEOUT  # hooks have their own timeouts
+                _tell(go_write, b"h")
             if ready and pid_b is not None:
                 return pid_b
     except BaseException:
@@ -339,6 +348,7 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
             for target, fd in enumerate(plan.stdio):
                 os.dup2(fd, target)
         mark('B forked')
+        plan.report = sync.send
         # A session of its own: the container never gets the operator's terminal as its
         # controlling tty (no /dev/tty, no TIOCSTI into the shell that started it).
         linux.setsid()
@@ -482,6 +492,9 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
         linux.write_file("/proc/self/oom_score_adj", str(spec.oom_score_adj))
     deferred = mounts.mount_all(linux, plan.rootfs, spec.mounts)
     mounts.make_devices(linux, plan.rootfs, spec.devices)
+    if plan.create_hooks is not None and plan.report is not None:
+        plan.report("hooks")  # prestart, createRuntime, createContainer: before pivot_root
+        _await_go(plan, b"h", "the create hooks")
     fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC) if plan.fifo else None
     mounts.pivot_into(linux, plan.rootfs)
     root_fd = linux.open_root()

@@ -28,6 +28,8 @@ class State(Record):
     annotations: dict[str, str] = {}
     network: dict[str, str] = {}
     owner: str = ""
+    hooks: dict[str, list[dict]] = {}  # startContainer, poststart, poststop: what they run
+    namespaces: list[str] = []  # the kinds a startContainer hook joins
 
 
 def check_id(container_id: str) -> str:

@@ -53,7 +53,7 @@ def test_an_invalid_config_is_never_cached(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    (("hooks",), {"prestart": [{"path": "/bin/true"}]}),
+    (("linux", "personality"), {"domain": "LINUX32"}),
     (("linux", "intelRdt"), {"closID": "x"}),
     (("process", "selinuxLabel"), "system_u:system_r:container_t"),
     (("linux", "resources", "blockIO"), {"weight": 10}),

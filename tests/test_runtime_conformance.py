@@ -537,3 +537,95 @@ def test_terminal_goes_to_the_console_socket(peer_runtime: OciRuntime, busybox_r
             deleted = stop_and_delete(peer_runtime, cid)
     assert deleted.returncode == 0, deleted.stderr
     assert facts(output).get("tty", "").startswith("/dev/pts/"), output
+
+
+def _hook(script: str, **extra: object) -> dict:
+    return {"path": "/bin/sh", "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"],
+            **extra}
+
+
+def test_hooks_run_where_and_when_the_spec_says(peer_runtime: OciRuntime, busybox_rootfs: Path,
+                                                tmp_path: Path) -> None:
+    """Each kind of hook, with the container's state on its stdin: prestart and
+    createRuntime in the runtime's namespaces, createContainer in the container's (before
+    pivot_root: the host's /bin/sh), startContainer inside the container's root before its
+    process runs, poststart once it runs, poststop after delete."""
+    import json
+
+    from tests.oci_runtime import new_id, write_bundle
+
+    out = tmp_path / "hooks"
+    out.mkdir()
+    config = make_config(busybox_rootfs, ["sh", "-c", "echo seen=$(cat /dev/shm/started)"])
+    config["hooks"] = {
+        "prestart": [_hook(f"cat > {out}/prestart")],
+        "createRuntime": [_hook(f"cat > {out}/createRuntime; readlink /proc/self/ns/mnt "
+                                f"> {out}/createRuntime.mnt")],
+        "createContainer": [_hook(f"cat > {out}/createContainer; readlink /proc/self/ns/mnt "
+                                  f"> {out}/createContainer.mnt")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /dev/shm/state; "
+                                                        "echo inside > /dev/shm/started"]}],
+        "poststart": [_hook(f"cat > {out}/poststart")],
+        "poststop": [_hook(f"cat > {out}/poststop")],
+    }
+    bundle = write_bundle(tmp_path / "bundle", config)
+    cid = new_id()
+    created = peer_runtime("create", "--bundle", str(bundle), cid)
+    assert created.returncode == 0, created.stderr
+    try:
+        pid = json.loads(peer_runtime("state", cid).stdout)["pid"]
+        container_mnt = os.readlink(f"/proc/{pid}/ns/mnt")
+        for kind in ("prestart", "createRuntime", "createContainer"):
+            state = json.loads((out / kind).read_text())
+            # the spec says "creating"; crun 1.8 says "created"
+            assert state["id"] == cid and state["status"] in ("creating", "created"), kind
+            assert state["bundle"] == str(bundle)
+            if kind != "createContainer":  # runc gives that one the pid inside (1)
+                assert state["pid"] == pid, kind
+        assert (out / "createRuntime.mnt").read_text().strip() == os.readlink("/proc/self/ns/mnt")
+        assert (out / "createContainer.mnt").read_text().strip() == container_mnt
+        if Path(peer_runtime.binary).name != "runc":  # runc 1.1 runs poststart at create
+            assert not (out / "poststart").exists()  # (fixed in 1.2); the spec: at start
+        started = peer_runtime("start", cid)
+        assert started.returncode == 0, started.stderr
+        if Path(peer_runtime.binary).name != "runc":
+            assert json.loads((out / "poststart").read_text())["status"] == "running"
+        gone(pid)
+    finally:
+        deleted = stop_and_delete(peer_runtime, cid)
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads((out / "poststop").read_text())["status"] == "stopped"
+    assert peer_runtime("list", "-q").stdout.split() == []
+
+
+@pytest.mark.parametrize("kind", ["createRuntime", "createContainer", "startContainer"])
+def test_a_failing_hook_fails_the_create_or_start(kind: str, peer_runtime: OciRuntime,
+                                                  busybox_rootfs: Path, tmp_path: Path) -> None:
+    """A failing prestart/createRuntime/createContainer hook fails create, a failing
+    startContainer hook fails start, and the process never runs."""
+    config = make_config(busybox_rootfs, ["sh", "-c", "echo ran=yes"])
+    config["hooks"] = {kind: [{"path": "/bin/false"}]}
+    proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "bundle")
+    assert proc.returncode != 0
+    assert "ran=yes" not in proc.stdout
+
+
+def test_a_hook_past_its_timeout_is_killed(peer_runtime: OciRuntime, busybox_rootfs: Path,
+                                           tmp_path: Path) -> None:
+    config = make_config(busybox_rootfs, ["sh", "-c", "echo ran=yes"])
+    config["hooks"] = {"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"],
+                                          "timeout": 1}]}
+    began = time.monotonic()
+    proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "bundle")
+    assert proc.returncode != 0 and "ran=yes" not in proc.stdout
+    assert time.monotonic() - began < 20
+
+
+def test_failing_poststart_and_poststop_hooks_are_warnings(peer_runtime: OciRuntime,
+                                                           busybox_rootfs: Path,
+                                                           tmp_path: Path) -> None:
+    config = make_config(busybox_rootfs, ["sh", "-c", "echo ran=yes"])
+    config["hooks"] = {"poststop": [{"path": "/bin/false"}]}
+    proc = run_bundle(peer_runtime, copy.deepcopy(config), tmp_path / "bundle")
+    assert proc.returncode == 0, proc.stderr
+    assert facts(proc.stdout) == {"ran": "yes"}

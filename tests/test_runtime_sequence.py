@@ -70,7 +70,7 @@ class RecordingLinux:
 def _spec(tmp_path: Path):
     config = default_spec(["/bin/true"])
     config["root"]["path"] = str(tmp_path / "rootfs")
-    config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     config["hostname"] = "seq"
     return parse_config(config)
 
