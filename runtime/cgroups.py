@@ -18,8 +18,8 @@ from runtime.errors import ContainerError
 from runtime.records import Record
 
 ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer")
-V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer", "hugetlb")
+V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "hugetlb")
 DEFAULT_PREFIX = "vmvc-"
 ALWAYS_ALLOWED_DEVICES = [  # runc's AllowedDevices, appended after the spec's own rules
     DeviceRule(True, "c", None, None, "m"), DeviceRule(True, "b", None, None, "m"),
@@ -68,6 +68,14 @@ def _write(path: str, value: str) -> None:
 def _read(path: str) -> str:
     with open(path) as handle:
         return handle.read().strip()
+
+
+def _write_hugetlb(directory: str, name: str, size: str, limit: int) -> None:
+    path = _join(directory, name)
+    if not os.path.exists(path):
+        raise ContainerError(f"linux.resources.hugepageLimits: no {size} huge pages here "
+                             f"(no {name})")
+    _write(path, str(limit))
 
 
 def _join(*parts: str) -> str:
@@ -253,6 +261,11 @@ class CgroupV1(Cgroup):
             _write(_join(d["cpuset"], "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d["pids"], "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        for size, limit in r.hugepage_limits:
+            if "hugetlb" not in d:
+                raise ContainerError("linux.resources.hugepageLimits: the hugetlb controller is "
+                                     "not mounted here")
+            _write_hugetlb(d["hugetlb"], f"hugetlb.{size}.limit_in_bytes", size, limit)
 
     def add(self, pid: int) -> None:
         for path in self.dirs.values():
@@ -348,6 +361,8 @@ class CgroupV2(Cgroup):
             _write(_join(d, "cpuset.mems"), r.cpuset_mems)
         if r.pids_limit is not None:
             _write(_join(d, "pids.max"), "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        for size, limit in r.hugepage_limits:
+            _write_hugetlb(d, f"hugetlb.{size}.max", size, limit)
 
     def _filter_devices(self, rules: list[DeviceRule]) -> None:
         """v2 has no devices controller: an eBPF program attached to the cgroup does its job.

@@ -80,6 +80,7 @@ class Resources(Record):
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
     pids_limit: int | None = None
+    hugepage_limits: list[tuple[str, int]] = []  # (page size as the kernel names it, bytes)
     devices: list[DeviceRule] = []
 
 
@@ -306,7 +307,7 @@ def _resources(linux: _Reader) -> Resources:
         # and crun read a zero weight as unset, and so does this runtime
         res = _Reader({**res.value, "blockIO": {k: v for k, v in block.items()
                                                 if k != "weight"}}, res.path)
-    res.refuse_unsupported({"blockIO", "hugepageLimits", "network", "rdma", "unified"})
+    res.refuse_unsupported({"blockIO", "network", "rdma", "unified"})
     memory, cpu, pids = res.sub("memory"), res.sub("cpu"), res.sub("pids")
     # kernel, kernelTCP: deprecated, ignored by the kernels that still read them; runc and
     # crun accept and ignore them, so does this runtime
@@ -343,7 +344,20 @@ def _resources(linux: _Reader) -> Resources:
         memory_swap=swap, cpu_shares=shares, cpu_quota=quota, cpu_period=period,
         cpuset_cpus=cpu.get("cpus", str), cpuset_mems=cpu.get("mems", str),
         pids_limit=pids.uint("limit", signed=True), devices=rules,
+        hugepage_limits=_hugepage_limits(res),
     )
+
+
+def _hugepage_limits(res: _Reader) -> list[tuple[str, int]]:
+    limits = []
+    for i, item in enumerate(res.get("hugepageLimits", list, [])):
+        limit = _Reader(item, f"linux.resources.hugepageLimits[{i}]")
+        size = limit.get("pageSize", str, required=True)
+        if not (size[:-2].isdigit() and size[-2:] in ("KB", "MB", "GB")):
+            raise ContainerError(f"config.json: linux.resources.hugepageLimits[{i}].pageSize "
+                                 f"{size!r}: give it as the kernel does (2MB, 1GB)")
+        limits.append((size, limit.uint("limit", required=True)))
+    return limits
 
 
 def _devices(linux: _Reader) -> list[Device]:

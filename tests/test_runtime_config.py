@@ -78,3 +78,12 @@ def test_a_terminal_needs_a_console_socket_and_a_socket_a_terminal() -> None:
         console.check(False, "/run/engine.sock")
     console.check(True, "/run/engine.sock")
     console.check(False, None)
+
+
+def test_a_hugepage_size_is_named_as_the_kernel_names_it() -> None:
+    config = default_spec(["/bin/true"])
+    config["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2M", "limit": 1 << 21}]
+    with pytest.raises(ContainerError, match=r"hugepageLimits\[0\]\.pageSize '2M'"):
+        parse_config(config)
+    config["linux"]["resources"]["hugepageLimits"][0]["pageSize"] = "2MB"
+    assert parse_config(config).resources.hugepage_limits == [("2MB", 1 << 21)]

@@ -70,7 +70,17 @@ OWN_LIMITS = ("cat_first() { for f; do [ -r $f ] && { cat $f; return; }; done; }
               "echo memory=$(cat_first /sys/fs/cgroup/memory/memory.limit_in_bytes "
               "/sys/fs/cgroup/memory.max)")
 
+def hugepage_limits(config: dict) -> None:
+    """A limit on 2 MiB huge pages (the hugetlb controller)."""
+    config["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2MB", "limit": 4 << 20}]
+
+
 CASES: dict[str, tuple[Change, list[str], dict[str, str] | int]] = {
+    "hugepageLimits": (hugepage_limits, ["sh", "-c", "cat_first() { for f; do [ -r $f ] && "
+                                         "{ cat $f; return; }; done; }; echo limit=$(cat_first "
+                                         "/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes "
+                                         "/sys/fs/cgroup/hugetlb.2MB.max)"],
+                       {"limit": str(4 << 20)}),
     "no cgroup namespace": (no_cgroup_namespace, ["sh", "-c", OWN_LIMITS],
                             {"pids": "42", "memory": str(48 << 20)}),
     "unknown properties": (unknown_properties, ["echo", "ran=yes"], {"ran": "yes"}),
