@@ -16,7 +16,7 @@ from runtime.records import Record
 CONFIG_CACHE_SIZE = 256
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
-PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "")  # shared would leak mounts
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "")
 NAMESPACED_SYSCTLS = {  # prefix → the namespace that makes it the container's own (runc)
     "kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc", "kernel.sem": "ipc",
     "kernel.shmall": "ipc", "kernel.shmmax": "ipc", "kernel.shmmni": "ipc",

@@ -469,8 +469,10 @@ def _attach_terminal(plan: InitPlan, linux: Linux, root_fd: int) -> None:
 def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     """Everything before the start barrier; returns the exec fifo's O_PATH fd (or None)."""
     spec = plan.spec
-    if "mount" in spec.namespaces:
-        linux.mount(None, "/", None, ROOTFS_PROPAGATION[spec.rootfs_propagation])
+    shared = spec.rootfs_propagation in ("shared", "rshared")
+    if "mount" in spec.namespaces:  # shared: a slave until the new root is in place
+        linux.mount(None, "/", None, ROOTFS_PROPAGATION["" if shared else
+                                                        spec.rootfs_propagation])
     nodev = MS_NODEV if plan.root_nodev else 0
     if plan.overlay is not None:
         linux.mount("overlay", plan.rootfs, "overlay", nodev, plan.overlay)
@@ -515,6 +517,9 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
             mounts.readonly_root(linux, root_fd)
     finally:
         os.close(root_fd)
+    if shared:  # only now, on the container's own root (runc's order): a peer group of its
+        # own, still a slave of the host's, so nothing mounted inside reaches the host
+        linux.mount(None, "/", None, ROOTFS_PROPAGATION[spec.rootfs_propagation])
     for resource_id, soft, hard in spec.rlimits:
         linux.setrlimit(resource_id, soft, hard)
     if spec.no_new_privileges:
