@@ -449,7 +449,8 @@ def parse_config(raw: dict) -> Spec:
     namespaces = _namespaces(linux)
     if "mount" not in namespaces or namespaces["mount"] is not None:
         raise ContainerError("config.json: linux.namespaces needs a new mount namespace (type "
-                             "mount without a path): the root would otherwise change the host's")
+                             "mount without a path): the container's /proc, /dev and /sys "
+                             "would stay mounted in the host's or the joined namespace")
     sysctl = {str(k): str(v) for k, v in linux.get("sysctl", dict, {}).items()}
     for key in sysctl:
         owner = next((ns for prefix, ns in NAMESPACED_SYSCTLS.items()
