@@ -7,6 +7,9 @@ seccomp profile, all namespaces, cgroups):
   * CLI path: `vmvc-runtime run` median ≤ `runc run` median.
 Each round times every command once, in an order shuffled each round, so drift of the
 machine and the cost of coming right after another command hit all alike.
+The engine path (issue 14) is timed too: ``create --pid-file``, ``start``, the wait for the
+exit, ``delete --force``, as podman (conmon) calls a runtime for ``podman run --rm``; this
+script is the inits' subreaper, as conmon is, so it waits for the exit itself.
 ``--baseline DIR`` adds an older checkout of the repo (``git worktree add DIR <commit>``) to the
 same rounds, library and CLI path both, to show what a change to the runtime costs.
 """
@@ -87,6 +90,36 @@ class LibraryWorker:
         self.proc.wait(timeout=30)
 
 
+class EngineCalls:
+    """create + start + wait + delete of one runtime binary, as an engine calls them."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None, work: Path,
+                 bundle: Path) -> None:
+        self.argv, self.env, self.work, self.bundle = argv, env, work, bundle
+
+    def _call(self, *args: str) -> None:
+        subprocess.run([*self.argv, *args], check=True, stdin=subprocess.DEVNULL,
+                       env=self.env)
+
+    def run(self, cid: str) -> float:
+        pid_file = self.work / f"{cid}.pid"
+        start = time.perf_counter()
+        self._call("create", "--bundle", str(self.bundle), "--pid-file", str(pid_file), cid)
+        self._call("start", cid)
+        _, status = os.waitpid(int(pid_file.read_text()), 0)
+        self._call("delete", "--force", cid)
+        seconds = time.perf_counter() - start
+        assert os.waitstatus_to_exitcode(status) == 0, f"{cid} failed"
+        return seconds
+
+
+def become_subreaper() -> None:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -97,6 +130,7 @@ def main() -> None:
     trees = {"": REPO, **({" (baseline)": args.baseline.resolve()} if args.baseline else {})}
     for tree in trees.values():  # start-up from bytecode, as installed
         compileall.compile_dir(tree / "runtime", quiet=1)
+    become_subreaper()
     work = Path(tempfile.mkdtemp(prefix="vmvc-bench-runtime-"))
     workers: list[LibraryWorker] = []
     try:
@@ -110,10 +144,14 @@ def main() -> None:
             commands[f"library Runtime.run{suffix}"] = (worker, None)
             commands[f"vmvc-runtime run{suffix}"] = (
                 [cli, "--root", str(work / f"cli-state{len(workers)}"), "run"], env)
-        commands["crun run"] = ([shutil.which("crun"), "--root", str(work / "crun"), "run"],
-                                None)
-        commands["runc run"] = ([shutil.which("runc"), "--root", str(work / "runc"), "run"],
-                                None)
+            commands[f"vmvc-runtime create+start+delete{suffix}"] = (EngineCalls(
+                [cli, "--root", str(work / f"engine-state{len(workers)}")], env, work,
+                bundle), None)
+        for peer in ("crun", "runc"):
+            binary = shutil.which(peer)
+            commands[f"{peer} run"] = ([binary, "--root", str(work / peer), "run"], None)
+            commands[f"{peer} create+start+delete"] = (EngineCalls(
+                [binary, "--root", str(work / f"{peer}-engine")], None, work, bundle), None)
         times: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
         order = random.Random(0)  # the same shuffles in every run of the script
@@ -128,8 +166,8 @@ def main() -> None:
                 # an id (and so a cgroup name) of its own: re-creating the cgroup another
                 # command just removed would time the kernel's teardown of the old one
                 cid = f"vmvc-bench-{i}-{names.index(name)}"
-                seconds = how.run(cid) if isinstance(how, LibraryWorker) else \
-                    timed([*how, cid], bundle, env)
+                seconds = how.run(cid) if isinstance(how, (LibraryWorker, EngineCalls)) \
+                    else timed([*how, cid], bundle, env)
                 if i >= args.warmup:
                     times[name].append(seconds * 1000)
         for name, values in times.items():
