@@ -101,6 +101,11 @@ def parse(argv: list[str]) -> Args:
             break
         if word.startswith("-") and len(word) > 1:
             name, eq, value = word.partition("=")
+            if name == "--systemd-cgroup":
+                raise ContainerError("--systemd-cgroup: " + (
+                    "systemd does not run on this host; " if not os.path.isdir(
+                        "/run/systemd/system") else "") + "vmvc-runtime manages cgroups "
+                    "through cgroupfs only (drop the option, or set cgroup_manager=cgroupfs)")
             if name in UNSUPPORTED:
                 raise ContainerError(f"{name} is not supported by vmvc-runtime")
             if name in VALUED.get(scope, ()) or (scope and name in VALUED[""]):

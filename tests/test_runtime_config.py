@@ -87,3 +87,13 @@ def test_a_hugepage_size_is_named_as_the_kernel_names_it() -> None:
         parse_config(config)
     config["linux"]["resources"]["hugepageLimits"][0]["pageSize"] = "2MB"
     assert parse_config(config).resources.hugepage_limits == [("2MB", 1 << 21)]
+
+
+def test_systemd_cgroup_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Engines pass --systemd-cgroup when configured for systemd; cgroupfs is what this
+    runtime drives, and it says so (and whether systemd runs here) in one line."""
+    from runtime.cli import main
+
+    assert main(["--systemd-cgroup", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--systemd-cgroup" in err and "cgroupfs" in err
