@@ -123,7 +123,7 @@ BAD = {
     "no-mount-namespace": (_set("linux.namespaces", [{"type": "pid"}]), "mount namespace"),
     "host-sysctl": (_set("linux.sysctl", {"kernel.core_pattern": "|/tmp/x"}),
                     "kernel.core_pattern"),
-    "shared-propagation": (_set("linux.rootfsPropagation", "rshared"), "rshared"),
+    "unknown-propagation": (_set("linux.rootfsPropagation", "rbogus"), "rbogus"),
     "bind-option": (_set("mounts", [{"destination": "/mnt", "type": "bind", "source": "/tmp",
                                      "options": ["rbind", "idmap"]}]), "idmap"),
 }
