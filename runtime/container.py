@@ -10,14 +10,17 @@ import os
 import select
 import time
 
-from runtime import cgroups, mounts, storage
-from runtime.config import Spec, load_bundle, parse_config
 from runtime.errors import ContainerError
 from runtime.light import suppress
-from runtime.linux import Linux
-from runtime.process import InitPlan, become_subreaper, spawn_init
 from runtime.state import FIFO, State, StateStore, check_id, kill_if_alive, process_start_time
 from runtime.trace import mark
+
+TYPE_CHECKING = False  # the modules below are imported where used: `start` needs none of
+if TYPE_CHECKING:  # them, `delete` only cgroups (each CLI call pays for what it imports)
+    from runtime import cgroups
+    from runtime.config import Spec
+    from runtime.linux import Linux
+    from runtime.process import InitPlan
 
 DEFAULT_ROOT = "/run/vmvc-runtime"
 DEFAULT_DATA = os.environ.get("VMVC_RUNTIME_DATA", "/var/lib/vmvc-runtime")
@@ -35,7 +38,15 @@ class Runtime:
                  linux: Linux | None = None) -> None:
         self.store = StateStore(root)
         self.data = os.fspath(data)
-        self.linux = linux or Linux()
+        self._linux = linux
+
+    @property
+    def linux(self) -> Linux:
+        if self._linux is None:
+            from runtime.linux import Linux
+
+            self._linux = Linux()
+        return self._linux
 
     # -- create ---------------------------------------------------------------------------
     def create(self, container_id: str, bundle: PathLike, config: dict | None = None, *,
@@ -48,6 +59,10 @@ class Runtime:
         ``org.vmvc.network`` annotation says the same for bundles run through the CLI.
         """
         global _subreaper
+        from runtime import cgroups, mounts, storage
+        from runtime.config import load_bundle, parse_config
+        from runtime.process import InitPlan, become_subreaper, spawn_init
+
         mark("create")
         check_id(container_id)
         bundle = os.path.realpath(bundle)
@@ -162,6 +177,8 @@ class Runtime:
 
     def _prepare_root(self, spec: Spec, bundle: str, image: PathLike | None,
                       data_dir: str) -> tuple[str, str | None]:
+        from runtime import storage
+
         if image is None:
             rootfs = os.path.realpath(os.path.join(bundle, spec.root_path))
             if not os.path.isdir(rootfs):
@@ -222,6 +239,7 @@ class Runtime:
     def _seccomp(self, spec: Spec) -> bytes | None:
         if spec.seccomp is None:
             return None
+        from runtime import storage
         from runtime.seccomp import cached_bpf
 
         return cached_bpf(spec.seccomp, storage.private_dir(os.path.join(self.data, "seccomp")))
@@ -272,6 +290,8 @@ class Runtime:
                 not kill_if_alive(state, signal_number, self.linux):
             raise ContainerError(f"container {container_id} is not running")
         if every_process:
+            from runtime import cgroups
+
             for pid in cgroups.at(state.cgroup).pids():
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal_number)
@@ -284,6 +304,8 @@ class Runtime:
         if status != ("running" if paused else "paused"):
             raise ContainerError(f"container {container_id} is {status}, not "
                                  f"{'running' if paused else 'paused'}")
+        from runtime import cgroups
+
         cgroups.at(state.cgroup).freeze(paused)
 
     def update(self, container_id: str, resources: dict) -> None:
@@ -294,6 +316,8 @@ class Runtime:
         state = self.store.load(container_id)
         if self.store.status(state) == "stopped":
             raise ContainerError(f"container {container_id} is stopped")
+        from runtime import cgroups
+
         cgroups.at(state.cgroup).apply(parse_update(resources))
 
     def pids(self, container_id: str) -> list[int]:
@@ -301,6 +325,8 @@ class Runtime:
         state = self.store.load(container_id)
         if self.store.status(state) == "stopped":
             raise ContainerError(f"container {container_id} is not running")
+        from runtime import cgroups
+
         return sorted(cgroups.at(state.cgroup).pids())
 
     def delete(self, container_id: str, force: bool = False) -> None:
@@ -311,6 +337,8 @@ class Runtime:
         if status in ("running", "paused") and not force:
             raise ContainerError(f"container {container_id} is running: stop it first or use "
                                  "--force")
+        from runtime import cgroups
+
         cgroup = cgroups.at(state.cgroup)
         if status != "stopped":
             kill_if_alive(state, SIGKILL, self.linux)
@@ -336,6 +364,8 @@ class Runtime:
         return states
 
     def usage(self, container_id: str) -> cgroups.Usage:
+        from runtime import cgroups
+
         return cgroups.at(self.store.load(container_id).cgroup).usage()
 
     def oom_killed(self, container_id: str) -> bool:
@@ -347,6 +377,8 @@ class Runtime:
 
     def spec(self, container_id: str) -> Spec:
         with open(os.path.join(self.store.dir(container_id), "config.marshal"), "rb") as handle:
+            from runtime.config import parse_config
+
             return parse_config(marshal.load(handle))
 
     def run(self, container_id: str, bundle: PathLike, config: dict | None = None,
@@ -443,6 +475,8 @@ def _kill_cgroup(cgroup: cgroups.Cgroup) -> None:
     for pid in cgroup.pids():
         with suppress(ProcessLookupError):
             os.kill(pid, SIGKILL)
+    from runtime import cgroups
+
     if cgroups.frozen(cgroup.rel, cgroup.root):  # a paused container's SIGKILL lands once
         with suppress(ContainerError, OSError):  # it thaws (runc thaws it too)
             cgroup.freeze(False)

@@ -7,18 +7,32 @@ beside the real tests. Errors surface as OSError with the failing call named.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.syscall.restype = ctypes.c_long
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
+
+_libc = None  # libc through ctypes, loaded by the first Linux(): `start` and `delete` of a
+# stopped container make no such call, and ctypes costs ~3 ms of every CLI call
+
+
+def _load_libc() -> None:
+    global _libc, ctypes
+    if _libc is not None:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p)
+    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    libc.unshare.argtypes = (ctypes.c_int,)
+    libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    libc.syscall.restype = ctypes.c_long
+    _libc = libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -76,6 +90,9 @@ def _check(result: int, call: str) -> None:
 
 class Linux:
     """The real kernel interface. Methods are named after the syscalls they make."""
+
+    def __init__(self) -> None:
+        _load_libc()
 
     def unshare(self, flags: int) -> None:
         _check(_libc.unshare(flags), "unshare")
