@@ -191,6 +191,27 @@ def check_peer(name: str, layout: kernel_features.CgroupLayout) -> Check:
     return Check(name, True, line, "", needed)
 
 
+def check_docker() -> Check:
+    """Docker Engine answering, with vmvc-runtime registered (the docker backend)."""
+    from bench.backends.docker import DockerBackend
+
+    line = _version_line([DockerBackend.binary, "--version"])
+    if line is None:
+        return Check("docker", False, "not installed", "apt-get install docker.io (make setup)",
+                     ("docker",))
+    info = subprocess.run([DockerBackend.binary, "info", "--format",
+                           "{{.ServerVersion}} {{json .Runtimes}}"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    if info.returncode != 0:
+        return Check("docker", False, f"{line}; dockerd does not answer",
+                     "make setup (starts dockerd)", ("docker",))
+    version, _, runtimes = info.stdout.strip().partition(" ")
+    registered = '"vmvc"' in runtimes
+    return Check("docker", True, f"dockerd {version}; vmvc-runtime "
+                 f"{'registered as runtime vmvc' if registered else 'not registered'}",
+                 "", ("docker",))
+
+
 def check_image_cache(cache_dir: Path) -> Check:
     entries = cached_images(cache_dir)
     fix = "vmvc image build (make setup builds it)"
@@ -226,6 +247,7 @@ def run_checks(cache_dir: Path | None = None, uri: str = DEFAULT_URI,
         check_seccomp, lambda: check_kvm(verdict), lambda: check_libvirt(verdict, uri),
         lambda: check_libvirtd_kvm_view(verdict), check_qemu,
         *(lambda n=name: check_peer(n, layout) for name in ("runc", "crun", "podman")),
+        check_docker,
         lambda: check_image_cache(cache_dir),
     ]
     checks: list[Check] = []

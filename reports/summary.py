@@ -15,7 +15,8 @@ from results import BACKEND_ORDER, backends_in_order
 from results import format_value as fmt
 
 GROUP = {"bare": "host", "bare-veth": "host", "builtin": "container", "builtin-cli": "container",
-         "runc": "container", "crun": "container", "vm": "VM"}
+         "runc": "container", "crun": "container", "docker": "engine", "podman": "engine",
+         "vm": "VM"}
 
 
 @dataclass

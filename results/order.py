@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# the bare host first (the baseline; bare-veth, its variant on the bridge, beside it), then
-# containers from ours to the peers, the VM last
+# along the spectrum: the bare host first (the baseline; bare-veth, its variant on the
+# bridge, beside it), then runtimes from ours to the peers, the engines over them, the VM last
 BACKEND_ORDER: tuple[str, ...] = ("bare", "bare-veth", "builtin", "builtin-cli", "runc", "crun",
-                                  "vm")
+                                  "docker", "podman", "vm")
 
 # a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES)
 BOOT_PHASES: tuple[str, ...] = ("qemu_started", "kernel_started", "init_started",

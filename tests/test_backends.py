@@ -19,7 +19,8 @@ from paths import BENCH_WORKDIR
 from runtime.container import DEFAULT_ROOT
 from tests.conftest import instance_processes
 
-HOST_AND_CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun"]
+HOST_AND_CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun", "docker", "podman"]
+ENGINES = ["docker", "podman"]
 
 
 @pytest.fixture
@@ -27,6 +28,15 @@ def context(tiny_image) -> BackendContext:
     BENCH_WORKDIR.mkdir(parents=True, exist_ok=True)
     return BackendContext(tiny_image.oci_layout, tiny_image.disk, tiny_image.kernel,
                           tiny_image.initramfs, BENCH_WORKDIR)
+
+
+def make_available(name: str, context: BackendContext):
+    """The backend, or a skip with its own reason (an engine that is not set up)."""
+    backend = make_backend(name, context)
+    reason = backend.unavailable()
+    if reason is not None and name in ENGINES:
+        pytest.skip(reason)
+    return backend
 
 
 def test_bare_cannot_write_the_shared_layer(context: BackendContext) -> None:
@@ -76,16 +86,16 @@ def test_bare_stops_a_daemon_that_dropped_its_mark(context: BackendContext) -> N
 
 @pytest.mark.parametrize("name", HOST_AND_CONTAINERS)
 def test_exec_keeps_stdout_and_stderr_apart(name: str, context: BackendContext) -> None:
-    backend = make_backend(name, context)
+    backend = make_available(name, context)
     with backend.start() as instance:
         outcome = instance.exec(["sh", "-c", "echo out; echo err >&2; exit 3"], 30)
     assert (outcome.exit_code, outcome.stdout, outcome.stderr) == (3, "out\n", "err\n")
     assert not list((BENCH_WORKDIR / "bundles").glob("*"))
 
 
-@pytest.mark.parametrize("name", ["bare", "builtin", "crun"])
+@pytest.mark.parametrize("name", ["bare", "builtin", "crun", "docker", "podman"])
 def test_ready_is_the_line_ready_not_any_line(name: str, context: BackendContext) -> None:
-    backend = make_backend(name, context)
+    backend = make_available(name, context)
     assert backend.time_to_ready(["sh", "-c", "echo ready; exec sleep 100"]) < 10
     with pytest.raises(VmvcError, match="expected 'ready'"):
         backend.time_to_ready(["sh", "-c", "echo 'sh: nosuch: not found'; exec sleep 100"])
@@ -182,3 +192,40 @@ def test_cleanup_removes_a_killed_bare_instances_memory_cgroup(context: BackendC
     assert not Path(account.dir).exists() and not any(alive(p) for p in instance.pids())
     instance.account = None
     instance.stop()
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_an_engines_instance_counts_its_monitor_and_leaves_nothing(
+        name: str, context: BackendContext) -> None:
+    """The PSS figure adds the engine's per-container process (the shim, conmon), the
+    init's parent; the container's cgroup holds the init alone. Stopped, the engine lists
+    no container of the harness's; a time_to_exit leaves none either."""
+    from bench.backends.engine import NAME_PREFIX, parent_of
+
+    backend = make_available(name, context)
+    with backend.start() as instance:
+        reading = instance.memory()
+        monitor = parent_of(instance.pid)  # type: ignore[attr-defined]
+        comm = Path(f"/proc/{monitor}/comm").read_text().strip()
+        outcome = instance.exec(["sh", "-c", "echo links=$(tail -n +3 /proc/net/dev | "
+                                 "cut -d: -f1 | tr -d ' ')"], 30)
+    assert comm.startswith({"docker": "containerd-shim", "podman": "conmon"}[name]), comm
+    assert str(monitor) in reading.parts and reading.parts[str(monitor)] > 0
+    assert sum(reading.parts.values()) == reading.pss and reading.cgroup > 0
+    assert outcome.stdout.strip() == "links=lo"  # --network none: nothing of the host's
+    assert backend.time_to_exit(["true"]) > 0
+    listed = backend.cli("ps", "--all", "--format", "{{.Names}}").split()
+    assert not [n for n in listed if n.startswith(NAME_PREFIX)]
+
+
+def test_cleanup_removes_an_engines_leftover_container(context: BackendContext) -> None:
+    """A killed run's docker/podman containers (named vmvc-bench-…) go with `vmvc cleanup`."""
+    from bench.backends.cleanup import remove_engine_containers
+
+    backend = make_available("podman", context)
+    instance = backend.start()
+    removed = remove_engine_containers()  # as if the harness had been killed
+    assert f"podman container {instance.name}" in removed  # type: ignore[attr-defined]
+    instance.removed = True  # type: ignore[attr-defined]
+    listed = backend.cli("ps", "--all", "--format", "{{.Names}}").split()
+    assert instance.name not in listed  # type: ignore[attr-defined]

@@ -104,9 +104,10 @@ def test_all_backends_need_what_each_needs(report: dict) -> None:
     assert doctor().returncode == (1 if failing else 0)
 
 
-def test_podman_missing_does_not_fail_the_suite(report: dict) -> None:
-    podman = by_name(report)["podman"]
-    assert podman["needed_by"] == []
+def test_the_engines_are_needed_by_their_own_backends_only(report: dict) -> None:
+    checks = by_name(report)
+    assert checks["podman"]["needed_by"] == ["podman"]
+    assert checks["docker"]["needed_by"] == ["docker"]
 
 
 def test_unknown_backend_is_one_line() -> None:
@@ -114,7 +115,7 @@ def test_unknown_backend_is_one_line() -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "vmvc: unknown backend lxc (choose from bare, bare-veth, builtin, builtin-cli, runc, "
-        "crun, vm)"]
+        "crun, docker, podman, vm)"]
 
 
 def test_table_shows_a_fix_for_each_failure(report: dict) -> None:

@@ -25,7 +25,7 @@ from tests.conftest import CONTAINERS, CiRun, instance_processes, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
 NAME = re.compile(r"^(startup|boot-phase|memory|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
-                  r"(bare|builtin|builtin-cli|runc|crun|vm)$")
+                  r"(bare|builtin|builtin-cli|runc|crun|docker|podman|vm)$")
 def expected_names(backends: list[str], workloads: list[str], density: int = 0,
                    metrics: list[str] | None = None) -> set[str]:
     suite = dataclasses.replace(SUITES["quick"], density_max=density)

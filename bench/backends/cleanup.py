@@ -47,6 +47,30 @@ def remove_bare_cgroups(prefix: str = CGROUP_PREFIX) -> list[str]:
     return removed
 
 
+def remove_engine_containers() -> list[str]:
+    """Docker's and podman's containers named by the harness (vmvc-bench-…), removed;
+    the image it imported stays, as a pulled one would."""
+    from bench.backends.engine import NAME_PREFIX
+
+    removed = []
+    for engine in ("/usr/bin/docker", "/usr/bin/podman"):
+        if not os.path.exists(engine):
+            continue
+        try:
+            listed = subprocess.run([engine, "ps", "--all", "--quiet", "--filter",
+                                     f"name={NAME_PREFIX}", "--format", "{{.Names}}"],
+                                    capture_output=True, text=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            continue
+        for name in listed.stdout.split():
+            if name.startswith(NAME_PREFIX):
+                subprocess.run([engine, "rm", "--force", *(["--time", "0"] if "podman" in engine
+                                                             else []), name], capture_output=True,
+                               timeout=60, check=False)
+                removed.append(f"{Path(engine).name} container {name}")
+    return removed
+
+
 def cleanup(workdir: Path) -> list[str]:
     removed = []
     if BENCH_STATE_DIR.is_dir():
@@ -65,6 +89,7 @@ def cleanup(workdir: Path) -> list[str]:
                 subprocess.run([binary, "--root", str(root), "delete", "--force", container_id],
                                capture_output=True, timeout=60, check=False)
                 removed.append(f"{root.name} container {container_id}")
+    removed += remove_engine_containers()
     bundles = workdir / BUNDLES
     if bundles.is_dir():
         for bundle in sorted(bundles.iterdir()):
