@@ -69,6 +69,13 @@ def network_up(frame: pd.DataFrame) -> list[dict]:
              "definition": r["definition"]} for _, r in part.iterrows()]
 
 
+def engine_costs(frame: pd.DataFrame) -> list[dict]:
+    """Each engine's daemons (engine:idle.pss): the fixed memory its containers share."""
+    part = frame[frame["metric"] == "engine"]
+    return [{"backend": r["backend"], "median": format_value(float(r["median"]), "bytes"),
+             "n": int(r["n"]), "definition": r["definition"]} for _, r in part.iterrows()]
+
+
 def context(runs: list[Run], baseline: Run | None) -> dict:
     sections = []
     for run in runs:
@@ -78,6 +85,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
             "startup_svg": charts.startup_strip(frame), "phases_svg": charts.boot_phases(frame),
             "burst_svg": charts.burst(frame), "network_up": network_up(frame),
             "memory_svg": charts.idle_memory(frame), "density_svg": charts.density(frame),
+            "engine_costs": engine_costs(frame),
             "density_notes": {r["backend"]: r["note"] for _, r in frame.iterrows()
                               if r["metric"] == "density" and r["note"]},
             "cost_svg": charts.isolation_cost(frame),

@@ -24,7 +24,7 @@ from results import FORMAT, read_manifest
 from tests.conftest import CONTAINERS, CiRun, instance_processes, vmvc
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
-NAME = re.compile(r"^(startup|boot-phase|memory|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
+NAME = re.compile(r"^(startup|boot-phase|memory|engine|density|burst|cost):[a-z0-9_-]+(\.[a-z]+)?:"
                   r"(bare|builtin|builtin-cli|runc|crun|docker|podman|vm)$")
 def expected_names(backends: list[str], workloads: list[str], density: int = 0,
                    metrics: list[str] | None = None) -> set[str]:

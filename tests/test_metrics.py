@@ -114,3 +114,32 @@ def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None
     assert settings(suite="full").workloads == [*BUILTIN_WORKLOADS, "db"]
     assert settings(suite="full", workloads="db,cpu").workloads == ["db", "cpu"]
     assert settings(suite="quick", workloads="db").workloads == ["db"]
+
+
+def test_the_engine_metric_reads_the_daemons_of_engines_that_have_them() -> None:
+    """engine:idle.pss for Docker (dockerd, containerd); podman, daemonless, is named as
+    not applicable with why; runtimes without an engine are not mentioned."""
+    from bench.backends import BACKENDS
+    from bench.harness.plan import SUITES
+    from bench.metrics.base import PlanInputs
+    from bench.metrics.engine import ENGINE
+
+    plan = PlanInputs([BACKENDS[n] for n in ("bare", "runc", "docker", "podman")], ["cpu"],
+                      SUITES["quick"])
+    assert ENGINE.groups(plan) == [("idle.pss", ["docker"])]
+    assert [item["benchmark"] for item in ENGINE.not_applicable(plan)] == \
+        ["engine:idle.pss:podman"]
+
+
+def test_the_docker_daemons_are_read_for_real() -> None:
+    from bench.backends.docker import DockerBackend
+    from bench.errors import VmvcError
+    from bench.metrics.engine import daemon_pss
+
+    try:
+        value = daemon_pss(DockerBackend.daemons)
+    except VmvcError as exc:
+        pytest.skip(str(exc))
+    assert value > 10 << 20  # dockerd and containerd: tens of MiB here
+    with pytest.raises(VmvcError, match="not running: vmvc-no-such-daemon"):
+        daemon_pss(("vmvc-no-such-daemon",))

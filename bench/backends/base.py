@@ -152,6 +152,8 @@ class Backend(ABC):
     boot_phases = False  # its instances report boot phases (``instance.phases``)
     needs_full_image = False  # the tiny (busybox) image lacks what it needs
     default = True  # run when --backends is not given (a variant for one question: False)
+    daemons: tuple[str, ...] = ()  # an engine's host-wide processes (the engine metric)
+    monitor = ""  # the process an engine keeps beside each container (shim, conmon)
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

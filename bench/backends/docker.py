@@ -16,3 +16,4 @@ class DockerBackend(EngineBackend):
     name = "docker"
     binary = "/usr/bin/docker"  # Debian's client, whatever comes first on PATH
     monitor = "containerd-shim-runc-v2"
+    daemons = ("dockerd", "containerd")

@@ -98,7 +98,6 @@ class EngineBackend(Backend):
     kind = "container"
     default = False  # run when named: the quick suite's 10 minutes have no room for them yet
     binary = ""
-    monitor = ""  # the per-container process the engine keeps beside the init
 
     @property
     def memory_cgroup(self) -> str:  # type: ignore[override]

@@ -64,7 +64,7 @@ def suite_with(name: str, density_max: int | None = None, vm_boots: int | None =
 
 @dataclass(frozen=True)
 class Task:
-    metric: str  # startup | memory | density | cost (boot-phase comes with the VM's startup)
+    metric: str  # startup | memory | engine | density | burst | cost (boot-phase: the VM's startup)
     workload: str
     backend: str
     round: int

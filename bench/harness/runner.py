@@ -48,7 +48,8 @@ from results import Settings as RecordedSettings
 from runtime.storage import private_dir
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
-SELECTABLE = ("startup", "memory", "density", "burst", "cost")  # --metrics (boot-phase: startup's)
+# --metrics (boot-phase: startup's)
+SELECTABLE = ("startup", "memory", "engine", "density", "burst", "cost")
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge",
                      "rr", "redis", "redis-1", "http")  # services: client on the host
 FULL_SUITE_WORKLOADS = ("db",)  # the default workloads of the full suite also run these

@@ -8,10 +8,11 @@ from bench.metrics.boot_phases import BOOT_PHASES
 from bench.metrics.burst import BURST
 from bench.metrics.cost import COST
 from bench.metrics.density import DENSITY
+from bench.metrics.engine import ENGINE
 from bench.metrics.memory import MEMORY
 from bench.metrics.startup import STARTUP
 
-METRICS: dict[str, Metric] = {m.name: m for m in (STARTUP, BOOT_PHASES, MEMORY, DENSITY,
-                                                  BURST, COST)}
+METRICS: dict[str, Metric] = {m.name: m for m in (STARTUP, BOOT_PHASES, MEMORY, ENGINE,
+                                                  DENSITY, BURST, COST)}
 
 __all__ = ["METRICS", "Metric", "PlanInputs", "RunContext"]
