@@ -235,8 +235,8 @@ start_docker() {
   local changed pid
   changed=$(register_docker_runtime)
   if [ -d /run/systemd/system ]; then
-    systemctl start docker
-    [ -n "$changed" ] && systemctl reload docker
+    systemctl start docker || true
+    [ -n "$changed" ] && { systemctl reload docker || true; }
   else
     pid=$(pgrep -xo dockerd || true)
     if [ -n "$pid" ]; then
@@ -245,15 +245,16 @@ start_docker() {
       say "starting dockerd (no bridge, no iptables; log: $DOCKERD_LOG)"
       setsid dockerd --bridge=none --iptables=false --ip6tables=false \
         </dev/null >>"$DOCKERD_LOG" 2>&1 &
-      wait_for_socket /run/docker.sock dockerd
     fi
   fi
   for _ in $(seq 100); do /usr/bin/docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
-  die "dockerd does not answer (see $DOCKERD_LOG)"
+  # not fatal: only the docker backend and Docker's rows of the engine tests need it (they
+  # skip, saying so), and vmvc doctor shows the fix
+  say "dockerd does not answer (see $DOCKERD_LOG): the docker backend will be skipped"
 }
 
-# podman's overlay store becomes a private bind mount of itself on its first container
-# (and stays one: podman has no daemon to undo it); made here, once, so it is part of the
+# podman's overlay store becomes a private bind mount of itself when a container starts and
+# may stay one after (podman has no daemon that owns it); made here, so it is part of the
 # host as set up rather than something a benchmark or a test appears to leave behind
 PODMAN_OVERLAY=/var/lib/containers/storage/overlay
 prepare_podman_store() {
