@@ -14,10 +14,13 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Callable
 
 from runtime.errors import ContainerError
 
 TIOCGPTN, TIOCSPTLCK, TIOCSCTTY, TIOCSWINSZ = 0x80045430, 0x40045431, 0x540E, 0x5414
+TIOCGPTPEER = 0x5441  # the slave of this master, opened by the kernel: no path lookup
+DEVPTS_SUPER_MAGIC = 0x1CD1
 
 
 def connect(path: str) -> int:
@@ -43,22 +46,30 @@ def check(terminal: bool, console_socket: str | None, detached: bool = True) -> 
         raise ContainerError("--console-socket given but process.terminal is false")
 
 
-def open_in_container(console_fd: int, size: tuple[int, int] | None) -> tuple[int, str]:
+def open_in_container(console_fd: int, size: tuple[int, int] | None,
+                      fs_type: Callable[[int], int]) -> tuple[int, str]:
     """A new terminal of the container's own devpts (``/dev/ptmx`` after pivot_root): its
-    master sent through *console_fd*; returns the slave (fd, path). Both fds closed on exec."""
+    master sent through *console_fd*; returns the slave (fd, name). The slave comes from the
+    master itself (TIOCGPTPEER) and must be on a devpts (*fs_type*: fstatfs): whatever the
+    image put at /dev/pts, nothing else can stand in for the terminal (runc's
+    CVE-2025-52565 was a /dev/console bound from a path). Both fds closed on exec."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
         (number,) = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))
-        path = f"/dev/pts/{number}"
-        slave = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        if fs_type(slave) != DEVPTS_SUPER_MAGIC:
+            os.close(slave)
+            raise ContainerError("process.terminal: /dev/ptmx in the container is not a "
+                                 "devpts multiplexer")
+        name = f"/dev/pts/{number}"
         if size is not None:
             fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
         with socket.socket(fileno=console_fd) as sock:
-            socket.send_fds(sock, [path.encode()], [master])
+            socket.send_fds(sock, [name.encode()], [master])
     finally:
         os.close(master)
-    return slave, path
+    return slave, name
 
 
 def become_stdio(slave: int) -> None:

@@ -108,6 +108,16 @@ class Runtime:
             if any(k in spec.hooks for k in ("prestart", "createRuntime", "createContainer")):
                 plan.create_hooks = lambda pid: self._create_hooks(spec, container_id, bundle,
                                                                    pid)
+            if "startContainer" in spec.hooks:  # the init runs them, past pivot_root: what
+                import json  # they need is imported here  # noqa: F401
+
+                from runtime import hooks  # noqa: F401
+
+                plan.start_state = {"ociVersion": spec.raw.get("ociVersion", "1.0.2"),
+                                    "id": container_id, "status": "created", "bundle": bundle,
+                                    "annotations": spec.annotations}
+            if spec.sysctl:
+                plan.host_namespaces = _host_namespaces(spec)
             address = self._plan_network(mode, spec, container_id, plan)
             if not _subreaper:
                 become_subreaper(self.linux)
@@ -121,8 +131,7 @@ class Runtime:
                 data_dir=data_dir, annotations=spec.annotations,
                 network={"mode": mode, **({"address": address} if address else {})},
                 hooks={kind: [vars(hook) for hook in hooks] for kind, hooks in spec.hooks.items()
-                       if kind in ("startContainer", "poststart", "poststop")},
-                namespaces=list(spec.namespaces),
+                       if kind in ("poststart", "poststop")},
             )
             self.store.save(state)
             if pid_file is not None:
@@ -150,17 +159,15 @@ class Runtime:
                   join_pid=pid, namespaces=tuple(spec.namespaces))
 
     def _state_hooks(self, state: State, kind: str, status: str) -> None:
-        """startContainer (in the container), poststart, poststop: from the saved state."""
+        """poststart, poststop: from the saved state, in the runtime's namespaces."""
         if kind not in state.hooks:
             return
         from runtime import hooks
         from runtime.config import Hook
 
         oci = {**self.store.oci_state(state), "status": status}
-        inside = kind == "startContainer"
-        for warning in hooks.run(kind, [Hook(**h) for h in state.hooks[kind]], oci, self.linux,
-                                 join_pid=state.pid if inside else None,
-                                 namespaces=tuple(state.namespaces) if inside else ()):
+        for warning in hooks.run(kind, [Hook(**h) for h in state.hooks[kind]], oci,
+                                 self.linux):
             os.write(2, f"vmvc-runtime: warning: {warning}\n".encode())
 
     def _undo_create(self, container_id: str, mode: str, cgroup: cgroups.Cgroup | None,
@@ -252,7 +259,6 @@ class Runtime:
         if status != "created":
             raise ContainerError(f"container {container_id} is {status}, not created: "
                                  "cannot start it")
-        self._state_hooks(state, "startContainer", "created")
         fifo = os.path.join(self.store.dir(container_id), FIFO)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -399,6 +405,19 @@ class Runtime:
             raise ContainerError(f"container {container_id} is not running")
         return exec_in(state, self.spec(container_id), args, self.linux,
                        seccomp_cache=os.path.join(self.data, "seccomp"), **kw)
+
+
+def _host_namespaces(spec: Spec) -> dict[str, tuple[int, int]]:
+    """The runtime's own namespaces of each kind the config joins by path, where sysctls
+    may be written (B refuses to write through one of them)."""
+    from runtime.linux import NAMESPACE_PROC
+
+    found = {}
+    for kind in ("network", "ipc", "uts"):
+        if spec.namespaces.get(kind, "") not in ("", None):
+            st = os.stat(f"/proc/self/ns/{NAMESPACE_PROC[kind]}")
+            found[kind] = (st.st_dev, st.st_ino)
+    return found
 
 
 def _host_id(mappings: list, container_id: int) -> int:

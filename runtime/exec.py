@@ -80,18 +80,25 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
                                cwd=cwd or spec.cwd, uid=uid, gid=gid)
     process.terminal = process.terminal if process_fields is not None else tty
     console_fd = -1
-    if process.terminal or console_socket is not None:
+    terminal = process.terminal or console_socket is not None
+    if terminal:
         from runtime import console  # here: once in the container, the library is gone
 
         console.check(process.terminal, console_socket)
-        console_fd = console.connect(str(console_socket))
     namespaces = [kind for kind in JOIN_ORDER if kind in spec.namespaces]
-    fds = _namespace_fds(state, namespaces, linux)
     seccomp = None
     if spec.seccomp is not None:
         from runtime.seccomp import cached_bpf
 
         seccomp = cached_bpf(spec.seccomp, seccomp_cache)
+    fds = _namespace_fds(state, namespaces, linux)
+    try:
+        if terminal:
+            console_fd = console.connect(str(console_socket))
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
     read_fd, write_fd = os.pipe()
     helper = os.fork()
     if helper == 0:
@@ -110,7 +117,8 @@ def exec_in(state: State, spec: Spec, args: list[str], linux: Linux, *,
             if child == 0:
                 linux.setsid()  # never the caller's terminal as controlling tty
                 if console_fd >= 0:  # the container's own devpts: the mount ns is joined
-                    slave, _ = console.open_in_container(console_fd, process.console_size)
+                    slave, _ = console.open_in_container(console_fd, process.console_size,
+                                                         linux.fstatfs_type)
                     console.become_stdio(slave)
                 for resource_id, soft, hard in process.rlimits:
                     linux.setrlimit(resource_id, soft, hard)

@@ -8,8 +8,11 @@ Where each kind runs and what its failure does:
   pivot_root, in the runtime's namespaces. A failure fails the create.
 - createContainer: right after, in the container's namespaces (its mount namespace before
   pivot_root, so the path resolves as the runtime sees it). A failure fails the create.
-- startContainer: during start, before the container's process runs, in the container's
-  namespaces after pivot_root (the path resolves in the container). A failure fails start.
+- startContainer: run by the container's init itself once start lets it go, after
+  pivot_root and with the container's identity (user, capabilities) applied, right before
+  its process: the path resolves in the container, and a program of the image never runs
+  with more than the container's own privileges (runc's order). A failure ends the init
+  before its process runs.
 - poststart: once the process runs, before start returns; poststop: after delete. Their
   failures are warnings.
 
@@ -59,15 +62,21 @@ def run(kind: str, hooks: list[Hook], state: dict, linux: Linux, *,
 
 def _run_one(hook: Hook, data: bytes, linux: Linux, join_pid: int | None,
              namespaces: tuple[str, ...]) -> str | None:
-    fds = {kind: os.open(f"/proc/{join_pid}/ns/{NAMESPACE_PROC[kind]}",
-                         os.O_RDONLY | os.O_CLOEXEC)
-           for kind in JOIN_ORDER if kind in namespaces} if join_pid else {}
-    read_fd, write_fd = os.pipe()
+    fds: dict[str, int] = {}
+    # the state in a memory file, not a pipe: a hook that never reads its stdin cannot
+    # block the runtime, whatever the state's size, and its timeout holds
+    state = os.memfd_create("oci-state", os.MFD_CLOEXEC)
     try:
+        os.write(state, data)
+        os.lseek(state, 0, os.SEEK_SET)
+        for kind in JOIN_ORDER if join_pid else ():
+            if kind in namespaces:
+                fds[kind] = os.open(f"/proc/{join_pid}/ns/{NAMESPACE_PROC[kind]}",
+                                    os.O_RDONLY | os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the hook: stdin the state, the runtime's stdout and stderr
             try:
-                os.dup2(read_fd, 0)
+                os.dup2(state, 0)
                 for kind, fd in fds.items():
                     linux.setns(fd, NAMESPACE_FLAGS[kind])
                 env = dict(e.split("=", 1) for e in hook.env if "=" in e)
@@ -76,13 +85,12 @@ def _run_one(hook: Hook, data: bytes, linux: Linux, join_pid: int | None,
                 with suppress(Exception):
                     os.write(2, f"vmvc-runtime: hook {hook.path}: {exc}\n".encode())
             os._exit(127)
+    except OSError as exc:
+        return f"could not be started: {exc.strerror or exc}"
     finally:
-        os.close(read_fd)
+        os.close(state)
         for fd in fds.values():
             os.close(fd)
-    with suppress(BrokenPipeError):  # a hook need not read its stdin
-        os.write(write_fd, data)
-    os.close(write_fd)
     return _wait(pid, hook.timeout)
 
 

@@ -35,6 +35,7 @@ from runtime.linux import (
     MS_SHARED,
     MS_SLAVE,
     NAMESPACE_FLAGS,
+    NAMESPACE_PROC,
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
@@ -77,6 +78,9 @@ class InitPlan(Record):
     root_nodev: bool = False  # no device nodes from the root (no cgroup device filter: v2)
     console_fd: int = -1  # process.terminal: the engine's console socket, connected
     create_hooks: Callable[[int], None] | None = None  # the creator runs them, given B's PID
+    start_state: dict | None = None  # startContainer hooks: B runs them, with this state
+    host_namespaces: dict = {}  # kind → the creator's (dev, ino), for joined namespaces
+    # whose sysctls B writes: checked again there, where the write happens
     report: Callable[[str], None] | None = None  # in B: a message to the creator
     received: set = set()  # bytes B has read from go_fd so far
 
@@ -370,7 +374,7 @@ def run_init(plan: InitPlan, sync: _SyncPipe, linux: Linux) -> None:
             wait_for_start(fifo_fd)
         mark('B started')
         path = finish_and_exec(plan.spec, plan.seccomp_bpf, plan.extra_env, linux,
-                               plan.new_keyring)
+                               plan.new_keyring, plan.start_state)
     except BaseException as exc:
         print(f"vmvc-runtime: {_describe(exc)}", file=sys.stderr, flush=True)
         os._exit(127)
@@ -397,7 +401,7 @@ def _cgroup_mounter(plan: InitPlan, linux: Linux) -> Callable[[int, str, int], N
                     linux.mount("cgroup", mounts.fd_path(hierarchy), "cgroup", flags, options)
                 else:
                     _mount_own_v1_cgroup(linux, root_fd, destination, name, options,
-                                         own.get(name, "/"), hierarchy, flags)
+                                         _own_path(own, name), hierarchy, flags)
             finally:
                 os.close(hierarchy)
         if flags & MS_RDONLY:
@@ -420,6 +424,16 @@ def _own_v1_cgroups() -> dict[str, str]:
             for name in names.split(","):
                 own[name.removeprefix("name=")] = path
     return own
+
+
+def _own_path(own: dict[str, str], hierarchy: str) -> str:
+    """This process's cgroup in *hierarchy* (a co-mounted one, ``cpu,cpuacct``, by its first
+    controller); never the hierarchy's root by default: that would show the host's."""
+    path = own.get(hierarchy) or own.get(hierarchy.split(",")[0].removeprefix("name="))
+    if path is None:
+        raise ContainerError(f"cgroup v1 hierarchy {hierarchy}: this process is in none of it "
+                             "(/proc/self/cgroup)")
+    return path
 
 
 def _mount_own_v1_cgroup(linux: Linux, root_fd: int, destination: str, name: str,
@@ -460,10 +474,11 @@ def _attach_terminal(plan: InitPlan, linux: Linux, root_fd: int) -> None:
     terminal bound at /dev/console too (runc does the same)."""
     from runtime import console  # imported by the creator: the host's library is gone
 
-    slave, path = console.open_in_container(plan.console_fd, plan.spec.console_size)
+    slave, _ = console.open_in_container(plan.console_fd, plan.spec.console_size,
+                                         linux.fstatfs_type)
     target = mounts.ensure_in_root(linux, root_fd, "/dev/console", directory=False)
-    try:
-        linux.mount(path, mounts.fd_path(target), None, MS_BIND)
+    try:  # bound from the fd: the terminal itself, not whatever a path names
+        linux.mount(mounts.fd_path(slave), mounts.fd_path(target), None, MS_BIND)
     finally:
         os.close(target)
     console.become_stdio(slave)
@@ -491,6 +506,11 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
         linux.link_up("lo")  # runc does the same
     # Through the host's own /proc, before the image's root is entered: B is in its new
     # namespaces already, and nothing of the image can stand in for these files.
+    for kind, host in plan.host_namespaces.items():  # the path joined may have changed
+        joined = os.stat(f"/proc/self/ns/{NAMESPACE_PROC[kind]}")  # since config.py looked
+        if (joined.st_dev, joined.st_ino) == host:
+            raise ContainerError(f"linux.namespaces: the {kind} namespace joined is the "
+                                 "host's: its sysctls are not written")
     for key, value in spec.sysctl.items():
         linux.write_file("/proc/sys/" + key.replace(".", "/"), value)
     if spec.oom_score_adj is not None:
@@ -578,7 +598,8 @@ def find_program(program: str, env: list[str]) -> str:
 
 
 def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
-                    linux: Linux, new_keyring: bool = True) -> str | None:
+                    linux: Linux, new_keyring: bool = True,
+                    start_state: dict | None = None) -> str | None:
     """Identity, seccomp as late as possible, cwd, exec. Returns only if exec failed."""
     env = [*spec.env, *extra_env]
     program = find_program(spec.args[0], env)
@@ -599,6 +620,11 @@ def finish_and_exec(spec: Spec, seccomp_bpf: bytes | None, extra_env: list[str],
         raise ContainerError(f"process.cwd {spec.cwd}: {exc.strerror}") from exc
     if spec.umask is not None:
         os.umask(spec.umask)
+    if start_state is not None:  # startContainer: the container's own privileges only
+        from runtime import hooks  # imported by the creator (runtime.container.create)
+
+        hooks.run("startContainer", spec.hooks["startContainer"],
+                  {**start_state, "pid": os.getpid()}, linux)
     _check_executable(program, spec.args[0])
     mark('exec')
     if seccomp_bpf is not None and spec.no_new_privileges:

@@ -28,8 +28,7 @@ class State(Record):
     annotations: dict[str, str] = {}
     network: dict[str, str] = {}
     owner: str = ""
-    hooks: dict[str, list[dict]] = {}  # startContainer, poststart, poststop: what they run
-    namespaces: list[str] = []  # the kinds a startContainer hook joins
+    hooks: dict[str, list[dict]] = {}  # poststart, poststop: what they run
 
 
 def check_id(container_id: str) -> str:
