@@ -395,12 +395,13 @@ def _is_host_namespace(kind: str, path: str | None) -> bool:
     treated as the host's: nothing is written through a namespace we cannot tell apart."""
     if path is None:
         return False
-    proc_name = {"network": "net", "mount": "mnt"}.get(kind, kind)
+    from runtime.linux import namespace_id
+
     try:
-        joined, own = os.stat(path), os.stat(f"/proc/self/ns/{proc_name}")
+        joined = os.stat(path)
+        return (joined.st_dev, joined.st_ino) == namespace_id(kind)
     except OSError:
         return True
-    return (joined.st_dev, joined.st_ino) == (own.st_dev, own.st_ino)
 
 
 def parse_resources(raw: object) -> Resources:

@@ -113,9 +113,7 @@ class Runtime:
 
                 from runtime import hooks  # noqa: F401
 
-                plan.start_state = {"ociVersion": spec.raw.get("ociVersion", "1.0.2"),
-                                    "id": container_id, "status": "created", "bundle": bundle,
-                                    "annotations": spec.annotations}
+                plan.start_state = _hook_state(spec, container_id, bundle, "created")
             if spec.sysctl:
                 plan.host_namespaces = _host_namespaces(spec)
             address = self._plan_network(mode, spec, container_id, plan)
@@ -150,9 +148,7 @@ class Runtime:
         the container's, while its init waits before pivot_root (runtime.hooks)."""
         from runtime import hooks
 
-        state = {"ociVersion": spec.raw.get("ociVersion", "1.0.2"), "id": container_id,
-                 "status": "creating", "pid": pid, "bundle": bundle,
-                 "annotations": spec.annotations}
+        state = {**_hook_state(spec, container_id, bundle, "creating"), "pid": pid}
         for kind in ("prestart", "createRuntime"):
             hooks.run(kind, spec.hooks.get(kind, []), state, self.linux)
         hooks.run("createContainer", spec.hooks.get("createContainer", []), state, self.linux,
@@ -407,17 +403,19 @@ class Runtime:
                        seccomp_cache=os.path.join(self.data, "seccomp"), **kw)
 
 
+def _hook_state(spec: Spec, container_id: str, bundle: str, status: str) -> dict:
+    """The OCI state a hook reads on its stdin, but the pid (known later)."""
+    return {"ociVersion": spec.raw.get("ociVersion", "1.0.2"), "id": container_id,
+            "status": status, "bundle": bundle, "annotations": spec.annotations}
+
+
 def _host_namespaces(spec: Spec) -> dict[str, tuple[int, int]]:
     """The runtime's own namespaces of each kind the config joins by path, where sysctls
     may be written (B refuses to write through one of them)."""
-    from runtime.linux import NAMESPACE_PROC
+    from runtime.linux import namespace_id
 
-    found = {}
-    for kind in ("network", "ipc", "uts"):
-        if spec.namespaces.get(kind, "") not in ("", None):
-            st = os.stat(f"/proc/self/ns/{NAMESPACE_PROC[kind]}")
-            found[kind] = (st.st_dev, st.st_ino)
-    return found
+    return {kind: namespace_id(kind) for kind in ("network", "ipc", "uts")
+            if spec.namespaces.get(kind, "") not in ("", None)}
 
 
 def _host_id(mappings: list, container_id: int) -> int:

@@ -56,6 +56,12 @@ MS_SLAVE, MS_SHARED = 1 << 19, 1 << 20
 MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
 MNT_DETACH = 2
 
+
+def namespace_id(kind: str, pid: str = "self") -> tuple[int, int]:
+    """Which namespace of *kind* process *pid* is in: (st_dev, st_ino) of its /proc link."""
+    st = os.stat(f"/proc/{pid}/ns/{NAMESPACE_PROC[kind]}")
+    return st.st_dev, st.st_ino
+
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS = 1, 4, 8
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 24, 38, 22
 PR_SET_CHILD_SUBREAPER, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 36, 47, 2

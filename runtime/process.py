@@ -35,7 +35,6 @@ from runtime.linux import (
     MS_SHARED,
     MS_SLAVE,
     NAMESPACE_FLAGS,
-    NAMESPACE_PROC,
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
@@ -45,6 +44,7 @@ from runtime.linux import (
     PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
     Linux,
+    namespace_id,
 )
 from runtime.records import Record
 from runtime.trace import mark
@@ -507,8 +507,7 @@ def prepare_container(plan: InitPlan, linux: Linux) -> int | None:
     # Through the host's own /proc, before the image's root is entered: B is in its new
     # namespaces already, and nothing of the image can stand in for these files.
     for kind, host in plan.host_namespaces.items():  # the path joined may have changed
-        joined = os.stat(f"/proc/self/ns/{NAMESPACE_PROC[kind]}")  # since config.py looked
-        if (joined.st_dev, joined.st_ino) == host:
+        if namespace_id(kind) == host:  # since config.py looked
             raise ContainerError(f"linux.namespaces: the {kind} namespace joined is the "
                                  "host's: its sysctls are not written")
     for key, value in spec.sysctl.items():
