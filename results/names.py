@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METRICS = ("startup", "boot-phase", "memory", "engine", "density", "burst", "cost")
+METRICS = ("startup", "boot-phase", "memory", "engine", "density", "burst", "cost",
+           "isolation")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from runtime.storage import private_dir
 
 EXCEPTION_LINE = re.compile(r"^([\w.]+(?:Error|Exception|Exit)): ")
 # --metrics (boot-phase: startup's)
-SELECTABLE = ("startup", "memory", "engine", "density", "burst", "cost")
+SELECTABLE = ("startup", "memory", "engine", "density", "burst", "cost", "isolation")
 BUILTIN_WORKLOADS = ("cpu", "memory", "syscall", "fork", "disk", "net", "net-bridge",
                      "rr", "redis", "redis-1", "http")  # services: client on the host
 FULL_SUITE_WORKLOADS = ("db",)  # the default workloads of the full suite also run these

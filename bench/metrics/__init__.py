@@ -9,10 +9,12 @@ from bench.metrics.burst import BURST
 from bench.metrics.cost import COST
 from bench.metrics.density import DENSITY
 from bench.metrics.engine import ENGINE
+from bench.metrics.isolation import ISOLATION
 from bench.metrics.memory import MEMORY
 from bench.metrics.startup import STARTUP
 
 METRICS: dict[str, Metric] = {m.name: m for m in (STARTUP, BOOT_PHASES, MEMORY, ENGINE,
-                                                  DENSITY, BURST, COST)}
+                                                  DENSITY, BURST, COST,
+                                                  ISOLATION)}
 
 __all__ = ["METRICS", "Metric", "PlanInputs", "RunContext"]
