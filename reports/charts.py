@@ -13,11 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from reports.summary import backends_of
-from results import BOOT_PHASES, SECONDS, backends_in_order, scale_of
+from reports.summary import GROUP, backends_of
+from results import BACKEND_ORDER, BOOT_PHASES, SECONDS, backends_in_order, scale_of
 
-COLOURS = {"bare": "#4d4d4d", "builtin": "#1f77b4", "builtin-cli": "#6baed6",
-           "runc": "#2ca02c", "crun": "#98df8a", "vm": "#d62728"}
+# one hue per group of the spectrum (summary.GROUP), a shade per backend within it
+HUES = {"host": ("#4d4d4d", "#969696"), "container": ("#1f77b4", "#6baed6", "#08519c", "#9ecae1"),
+        "engine": ("#2ca02c", "#98df8a"), "sandbox": ("#9467bd",),
+        "system container": ("#ff7f0e",), "VM": ("#d62728",), "container in VM": ("#e377c2",)}
+COLOURS = {backend: HUES[group][[b for b in BACKEND_ORDER if GROUP.get(b) == group].index(backend)
+                                % len(HUES[group])]
+           for backend, group in GROUP.items() if backend in BACKEND_ORDER}
 
 
 def _seconds(value: float, _position: object = None) -> str:
@@ -251,4 +256,33 @@ def isolation_cost(frame: pd.DataFrame) -> str | None:
     ax.set_ylabel("figure / bare's figure")
     ax.legend(fontsize=8, ncol=len(backends), loc="upper center", bbox_to_anchor=(0.5, -0.25),
               frameon=False)
+    return to_svg(fig)
+
+
+def cost_vs_isolation(view: dict | None) -> str | None:
+    """Two panels, one point per backend in its group's colour: startup, and one idle
+    instance's PSS, against the audit's checks passed (isolation to the right, cost up)."""
+    if view is None:
+        return None
+    panels = [("startup", "startup to the exit of true", SECONDS),
+              ("memory", "PSS of one idle instance", "bytes")]
+    panels = [p for p in panels if any(r[p[0]] for r in view["rows"])]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+    for ax, (key, title, unit) in zip(axes[0], panels, strict=True):
+        rows = [r for r in view["rows"] if r[key]]
+        factor, shown = scale_of(max(r[key] for r in rows), unit)
+        for row in rows:
+            ax.scatter([row["passed"]], [row[key] * factor], s=40,
+                       color=COLOURS.get(row["backend"], "#777"), zorder=3)
+            ax.annotate(row["backend"], (row["passed"], row[key] * factor), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlim(-0.5, view["total"] + 1.5)
+        ax.set_xlabel(f"isolation checks passed (of {view['total']})")
+        ax.set_ylabel(f"{title} ({shown})")
+        ax.grid(True, which="major", alpha=0.3)
     return to_svg(fig)

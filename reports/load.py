@@ -7,6 +7,7 @@ Only the result files are read; bad input is one line naming the file.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def frame_of(suite: pyperf.BenchmarkSuite, ratios: dict[str, float]) -> pd.DataF
             continue
         meta = benchmark.get_metadata()
         values = list(benchmark.get_values())
+        audit = benchmark.get_runs()[-1].get_metadata().get("vmvc_audit")  # the last round's
         slope, slope_stderr = density_fit(benchmark) if parts.metric == "density" \
             else (None, None)
         rows.append({
@@ -73,8 +75,24 @@ def frame_of(suite: pyperf.BenchmarkSuite, ratios: dict[str, float]) -> pd.DataF
             "note": "; ".join(dict.fromkeys(  # each round's cap, once
                 r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
                 if "vmvc_density_capped" in r.get_metadata())),
+            "audit": _audit(name, audit),
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",
-               "slope", "slope_stderr", "note"]
+               "slope", "slope_stderr", "note", "audit"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _audit(name: str, text: str | None) -> list[dict] | None:
+    """An isolation benchmark's checks (its ``vmvc_audit`` metadata)."""
+    if not text:
+        return None
+    try:
+        checks = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{name}: vmvc_audit is not JSON: {exc}") from exc
+    if not isinstance(checks, list) or not all(
+            isinstance(c, dict) and {"name", "question", "answer", "isolates", "evidence"}
+            <= set(c) for c in checks):
+        raise ReportError(f"{name}: vmvc_audit is not a list of checks")
+    return checks

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import charts
+from reports import charts, isolation
 from reports.compare import compare
 from reports.load import Run, load_run
 from reports.summary import GROUP, backends_of, claims, glance
@@ -36,7 +36,7 @@ def _environment() -> jinja2.Environment:
 def csv_export(runs: list[Run]) -> str:
     frames = []
     for run in runs:
-        frame = run.frame.drop(columns=["values", "runs"]).copy()
+        frame = run.frame.drop(columns=["values", "runs", "audit"]).copy()
         frame.insert(0, "run", run.label)
         frames.append(frame)
     return pd.concat(frames).to_csv(index=False)
@@ -80,6 +80,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
     sections = []
     for run in runs:
         frame = run.frame
+        cost_isolation = isolation.cost_vs_isolation(frame)
         sections.append({
             "run": run, "glance": glance(run), "backends": backends_of(frame),
             "startup_svg": charts.startup_strip(frame), "phases_svg": charts.boot_phases(frame),
@@ -90,6 +91,8 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
                               if r["metric"] == "density" and r["note"]},
             "cost_svg": charts.isolation_cost(frame),
             "service_svgs": charts.service_latency(frame),
+            "isolation": isolation.matrix(frame), "cost_isolation": cost_isolation,
+            "cost_isolation_svg": charts.cost_vs_isolation(cost_isolation),
             "emulated": run.accelerator != "kvm" and "vm" in set(frame["backend"]),
             "failures": run.manifest.failures,
             "density_failures": [f for f in run.manifest.failures

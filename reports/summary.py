@@ -14,9 +14,12 @@ from reports.load import Run
 from results import BACKEND_ORDER, backends_in_order
 from results import format_value as fmt
 
+# where each backend sits on the spectrum (results.BACKEND_ORDER's order): the report's
+# header colours and every chart's hues follow these groups
 GROUP = {"bare": "host", "bare-veth": "host", "builtin": "container", "builtin-cli": "container",
          "runc": "container", "crun": "container", "docker": "engine", "podman": "engine",
-         "vm": "VM"}
+         "gvisor": "sandbox", "lxc": "system container", "vm": "VM",
+         "vm-container": "container in VM"}
 
 
 @dataclass
