@@ -76,6 +76,17 @@ def engine_costs(frame: pd.DataFrame) -> list[dict]:
              "n": int(r["n"]), "definition": r["definition"]} for _, r in part.iterrows()]
 
 
+def quick_limited(run: Run) -> dict[str, list[str]]:
+    """Backends the quick suite ran only some metrics of: backend → the metrics left out
+    (the manifest's ``<metric>:*:<backend>`` items)."""
+    left: dict[str, list[str]] = {}
+    for item in run.manifest.not_applicable:
+        metric, workload, backend = [*item.benchmark.split(":"), "", ""][:3]
+        if workload == "*":
+            left.setdefault(backend, []).append(metric)
+    return left
+
+
 def context(runs: list[Run], baseline: Run | None) -> dict:
     sections = []
     for run in runs:
@@ -100,6 +111,7 @@ def context(runs: list[Run], baseline: Run | None) -> dict:
             "skipped": {b: s.reason or "" for b, s in run.manifest.backends.items()
                         if s.status != "ok"},
             "not_applicable": run.manifest.not_applicable,
+            "quick_limited": quick_limited(run),
         })
     against = None
     if baseline is not None:

@@ -37,7 +37,25 @@ def test_metrics_chosen_are_the_only_ones_planned() -> None:
                                           metrics=["burst", "cost"])}
     assert names == {"burst", "cost"}
     assert {t.metric for t in build_plan(["bare"], ["cpu"], SUITES["quick"], 1)} == \
-        {"startup", "memory", "burst", "cost"}  # density: 0 in quick
+        {"startup", "memory", "burst", "cost", "isolation"}  # density: 0 in quick
+
+
+def test_a_slow_backend_runs_its_quick_metrics_in_quick_and_everything_in_full() -> None:
+    from bench.backends import BACKENDS
+    from bench.harness.runner import left_out_of_quick
+
+    chosen = set(BACKENDS["docker"].quick_metrics or ())
+    quick = build_plan(["bare", "docker"], ["cpu"], SUITES["quick"], 1)
+    assert {t.metric for t in quick if t.backend == "docker"} == chosen
+    assert {t.metric for t in quick if t.backend == "bare"} >= {"burst", "cost"}
+    full = build_plan(["bare", "docker"], ["cpu"], SUITES["full"], 1)
+    assert {t.metric for t in full if t.backend == "docker"} > chosen | {"burst", "cost"}
+    left = left_out_of_quick([BACKENDS["docker"], BACKENDS["bare"]], SUITES["quick"], None)
+    assert {item["benchmark"] for item in left} == {"density:*:docker", "burst:*:docker",
+                                                    "cost:*:docker"}
+    assert all("full suite" in item["reason"] for item in left)
+    assert left_out_of_quick([BACKENDS["docker"]], SUITES["full"], None) == []
+    assert left_out_of_quick([BACKENDS["docker"]], SUITES["quick"], ["startup"]) == []
 
 
 def test_the_full_suite_bursts_1_4_16() -> None:
@@ -101,8 +119,7 @@ def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None
     from bench.harness.runner import BUILTIN_WORKLOADS, Settings
 
     assert "bare-veth" in BACKENDS and "bare-veth" not in Settings().backends
-    assert Settings().backends == [b for b in BACKENDS
-                                   if b not in ("bare-veth", "docker", "podman")]
+    assert Settings().backends == [b for b in BACKENDS if b != "bare-veth"]
     names = ("suite", "repeat", "image", "cpus", "memory_mib", "density_max", "burst_max",
              "vm_boots", "vm_memory_mib", "vm_vcpus", "backends", "workloads", "metrics")
 

@@ -18,6 +18,8 @@ import numpy
 import pyperf
 import pytest
 
+from bench.backends import BACKENDS
+from bench.harness.plan import SUITES, runs_in_suite
 from tests.conftest import CONTAINERS
 
 VMVC = str(Path(sys.executable).parent / "vmvc")
@@ -89,7 +91,10 @@ def test_report_from_a_live_run_with_baseline_and_markdown(container_run: Path,
     assert (out.parent / "run1-results.json").exists() and (out.parent / "live.csv").exists()
     html = out.read_text()  # the burst chart: one row per backend, dots and a median bar
     assert "Startup under concurrency: N instances requested at once" in html
-    assert all(f"{b}, N=4" in html for b in CONTAINERS)
+    assert all(f"{b}, N=4" in html for b in CONTAINERS
+               if runs_in_suite(BACKENDS[b], "burst", SUITES["quick"]))
+    assert html.count('data-check="own_kernel"') == len(CONTAINERS)  # the isolation matrix
+    assert "quick-limited" in html  # the engines' left-out metrics, said
     md = tmp_path / "summary.md"
     result = report(str(container_run), "--format", "md", "-o", str(md))
     assert result.returncode == 0, result.stderr

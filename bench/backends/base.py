@@ -152,6 +152,9 @@ class Backend(ABC):
     boot_phases = False  # its instances report boot phases (``instance.phases``)
     needs_full_image = False  # the tiny (busybox) image lacks what it needs
     default = True  # run when --backends is not given (a variant for one question: False)
+    # the metrics it runs in the quick suite (None: all of them); a slow backend gives the
+    # quick suite its startup, memory and isolation, and the full suite everything
+    quick_metrics: tuple[str, ...] | None = None
     daemons: tuple[str, ...] = ()  # an engine's host-wide processes (the engine metric)
     monitor = ""  # the process an engine keeps beside each container (shim, conmon)
 

@@ -92,8 +92,9 @@ def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: 
 
     inputs = PlanInputs([BACKENDS[b] for b in backends], list(workloads), suite,
                         frozenset(host_side), frozenset(bridged))
-    groups = [(metric.name, workload, members) for metric in METRICS.values()
-              if metrics is None or metric.name in metrics
+    groups = [(metric.name, workload, [b for b in members
+                                       if runs_in_suite(BACKENDS[b], metric.name, suite)])
+              for metric in METRICS.values() if metrics is None or metric.name in metrics
               for workload, members in metric.groups(inputs)]
     tasks = []
     for round_ in range(repeat):
@@ -104,3 +105,13 @@ def build_plan(backends: list[str], workloads: list[str], suite: Suite, repeat: 
             for backend in members[shift:] + members[:shift]:
                 tasks.append(Task(metric, workload, backend, round_))
     return tasks
+
+
+def runs_in_suite(backend: type, metric: str, suite: Suite) -> bool:
+    """Whether *backend* runs *metric* in *suite*: every metric, but a backend that names
+    its quick metrics (``quick_metrics``) runs only those in the quick suite."""
+    chosen = backend.quick_metrics
+    if metric == "boot-phase":  # a boot's phases come with its startup
+        metric = "startup"
+    return suite.name != "quick" or chosen is None or metric in chosen
+

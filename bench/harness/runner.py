@@ -21,7 +21,7 @@ from pathlib import Path
 import pyperf
 
 from bench.backends import BACKENDS, BackendContext, Limits, make_backend
-from bench.backends.base import defer_signals
+from bench.backends.base import Backend, defer_signals
 from bench.errors import VmvcError
 from bench.harness.plan import SUITES, Counts, Suite, Task, build_plan, suite_with
 from bench.harness.progress import RunProgress
@@ -201,7 +201,9 @@ class Harness:
             self.manifest.not_applicable = [
                 NotApplicable(**item) for metric in METRICS.values()
                 if self.settings.metrics is None or metric.name in self.settings.metrics
-                for item in metric.not_applicable(inputs)]
+                for item in metric.not_applicable(inputs)] + [
+                NotApplicable(**item) for item in left_out_of_quick(inputs.backends, self.suite,
+                                                                    self.settings.metrics)]
             self.manifest.failures = []  # a resumed run tries its failed tasks again
             todo = [t for t in tasks if t.round not in self.rundir.rounds_done(self.key(t))]
             progress.begin(len(tasks), len(tasks) - len(todo),
@@ -394,3 +396,17 @@ def workload_facts(workload: Workload) -> WorkloadFacts:
         host_command=workload.host_command or None,
         figures={name: {"kind": f.kind, "unit": f.unit, "better": better(f)}
                  for name, f in workload.figures.items()} if workload.several else None)
+
+
+def left_out_of_quick(backends: list[type[Backend]], suite: Suite,
+                      metrics: list[str] | None) -> list[dict]:
+    """The manifest's not-applicable items for the metrics the quick suite leaves out of a
+    backend's run (``<metric>:*:<backend>``), each with its reason (the report lists them)."""
+    if suite.name != "quick":
+        return []
+    return [{"benchmark": f"{metric}:*:{backend.name}",
+             "reason": f"the quick suite runs {backend.name}'s "
+                       f"{', '.join(backend.quick_metrics)} only, to stay within its 10 "
+                       f"minutes; the full suite runs its {metric} too"}
+            for backend in backends if backend.quick_metrics is not None
+            for metric in (metrics or SELECTABLE) if metric not in backend.quick_metrics]
