@@ -16,7 +16,7 @@ from results import format_value as fmt
 
 GROUP = {"bare": "host", "bare-veth": "host", "builtin": "container", "builtin-cli": "container",
          "runc": "container", "crun": "container", "docker": "engine", "podman": "engine",
-         "vm": "VM"}
+         "lxc": "system", "vm": "VM"}
 
 
 @dataclass
