@@ -398,12 +398,12 @@ class LxcBackend(Backend):
     def remove(self, name: str, dom, root: OverlayRoot, address: str | None = None) -> None:
         """The domain (if still there), its log, its root, its address: each even if one
         before failed."""
-        from vmdriver.lxc import destroy, remove_log
+        from vmdriver.lxc import remove_log
 
         errors: list[Exception] = []
         if dom is not None:
             try:
-                destroy(dom)
+                self.connection().stop(dom, TIMEOUT)
             except VmError as exc:
                 errors.append(exc)
         remove_log(name)
