@@ -311,6 +311,7 @@ class LxcBackend(Backend):
     name = "lxc"
     kind = "container"  # a system container: its own init, the host's kernel
     bridge = True  # a veth pair libvirt makes on vmvc0, eth0's address set by libvirt_lxc
+    default = False  # run when named, as the engines: the quick suite's 10 minutes first
     memory_cgroup = ("the domain's own, made by libvirt (machine/lxc-<pid>-<name>."
                      "libvirt-lxc): the init, what runs in it, and libvirt_lxc, the "
                      "controller libvirt keeps per container (it sits in the same cgroup)")
