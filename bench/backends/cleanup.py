@@ -1,7 +1,8 @@
 """What a killed run of the harness can leave of its own, removed: runc/crun/vmvc-runtime
 containers under the harness's state roots, overlay roots it mounted for them, the network
 namespaces it made for them (their address leases are pruned by runtime.cleanup), bare
-instances' processes, memory cgroups and scratch dirs. (The built-in library's containers
+instances' processes, memory cgroups and scratch dirs, lxc instances' domains and overlay
+roots. (The built-in library's containers
 and the VMs are cleaned by runtime.cleanup and vmdriver.)"""
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def cleanup(workdir: Path) -> list[str]:
                                capture_output=True, timeout=60, check=False)
                 removed.append(f"{root.name} container {container_id}")
     removed += remove_engine_containers()
+    from bench.backends.lxc import cleanup as cleanup_lxc
+
+    removed += cleanup_lxc(workdir)
     bundles = workdir / BUNDLES
     if bundles.is_dir():
         for bundle in sorted(bundles.iterdir()):
