@@ -127,8 +127,8 @@ class VmBackend(Backend):
         return value
 
     def time_to_ready(self, argv: list[str]) -> float:
-        raise VmvcError("vm: not measured: the guest agent returns a command's output only "
-                        "once it exits, so a first line cannot be timed")
+        raise VmvcError(f"{self.name}: not measured: the guest agent returns a command's "
+                        "output only once it exits, so a first line cannot be timed")
 
 
 
