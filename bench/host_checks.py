@@ -25,6 +25,7 @@ from vmdriver.accel import KvmVerdict, decide_accelerator
 
 BACKENDS = BACKEND_ORDER
 CONTAINERS = ("builtin", "builtin-cli", "runc", "crun")
+VMS = ("vm", "vm-container")  # each boots the image through libvirt
 DEFAULT_URI = "qemu:///system"
 
 
@@ -55,7 +56,7 @@ def _version_line(argv: list[str]) -> str | None:
 def check_root() -> Check:
     ok = os.geteuid() == 0
     return Check("root", ok, "running as root" if ok else f"running as uid {os.geteuid()}",
-                 "run as root (sudo vmvc …)", (*CONTAINERS, "vm"))
+                 "run as root (sudo vmvc …)", (*CONTAINERS, *VMS))
 
 
 def check_namespaces() -> list[Check]:
@@ -135,20 +136,20 @@ def check_libvirtd_kvm_view(verdict: KvmVerdict) -> Check | None:
                  f"libvirtd (pid {pid}) sees /dev/kvm as a read-only empty file" if hidden else
                  "libvirtd sees a /dev/kvm it can open: every domain start re-probes QEMU (~40 s)",
                  "make setup (restarts libvirtd in a mount namespace with /dev/kvm hidden)",
-                 ("vm",))
+                 VMS)
 
 
 def check_libvirt(verdict: KvmVerdict, uri: str) -> Check:
     try:
         import libvirt
     except ImportError:
-        return Check("libvirt", False, "libvirt-python not installed", "make setup", ("vm",))
+        return Check("libvirt", False, "libvirt-python not installed", "make setup", VMS)
     fix = "make setup (starts virtlogd and libvirtd)"
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        return Check("libvirt", False, f"{uri}: {exc.get_error_message()}", fix, ("vm",))
+        return Check("libvirt", False, f"{uri}: {exc.get_error_message()}", fix, VMS)
     try:
         major, rest = divmod(conn.getLibVersion(), 1_000_000)
         minor, micro = divmod(rest, 1000)
@@ -157,7 +158,7 @@ def check_libvirt(verdict: KvmVerdict, uri: str) -> Check:
             conn.getDomainCapabilities(None, "x86_64", None, domain_type, 0)
         except libvirt.libvirtError as exc:
             return Check("libvirt", False, f"{uri}: domain type {domain_type} unavailable: "
-                         f"{exc.get_error_message()}", fix, ("vm",))
+                         f"{exc.get_error_message()}", fix, VMS)
     finally:
         conn.close()
     label = "kvm" if domain_type == "kvm" else "qemu (TCG, emulated)"
@@ -165,7 +166,7 @@ def check_libvirt(verdict: KvmVerdict, uri: str) -> Check:
     detail = f"{uri}: libvirt {major}.{minor}.{micro}, domain type {label}"
     if not ok:
         detail += "; virtlogd not running (domain start would fail)"
-    return Check("libvirt", ok, detail, fix, ("vm",))
+    return Check("libvirt", ok, detail, fix, VMS)
 
 
 def check_qemu() -> Check:
@@ -176,7 +177,7 @@ def check_qemu() -> Check:
     if line and not img:
         detail += "; qemu-img not found"
     return Check("qemu", ok, detail, "apt-get install qemu-system-x86 qemu-utils (make setup)",
-                 ("vm",))
+                 VMS)
 
 
 def check_peer(name: str, layout: kernel_features.CgroupLayout) -> Check:
@@ -217,7 +218,7 @@ def check_image_cache(cache_dir: Path) -> Check:
     fix = "vmvc image build (make setup builds it)"
     if not entries:
         return Check("image cache", False, f"no image built in {cache_dir}", fix,
-                     (*CONTAINERS, "vm"))
+                     (*CONTAINERS, *VMS))
     manifest = read_manifest(entries[0])
     names = ", ".join(e.name.split("-")[0] for e in entries)
     detail = (f"{len(entries)} image(s) in {cache_dir} ({names}); newest {entries[0].name}: "
@@ -225,7 +226,7 @@ def check_image_cache(cache_dir: Path) -> Check:
     superseded = superseded_images(cache_dir)
     if superseded:
         detail += f"; {len(superseded)} superseded (vmvc image prune removes them)"
-    return Check("image cache", True, detail, fix, (*CONTAINERS, "vm"))
+    return Check("image cache", True, detail, fix, (*CONTAINERS, *VMS))
 
 
 def newest_kernel(cache_dir: Path) -> tuple[Path | None, Path | None]:

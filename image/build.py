@@ -223,7 +223,7 @@ def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress
     with progress.step("guest kernel and initramfs"):
         kernel = extract_kernel(kernel_deb, inputs["kernel"]["package"], work / "kernel",
                                 out / "vmlinuz")
-        build_initramfs(busybox, kernel.modules, out / "initramfs.img")
+        build_initramfs(busybox, kernel.modules, out / "initramfs.img", kernel.on_request)
     versions = installed_versions(rootfs)
     check_versions(inputs["versions"], versions)
     remove_tree(rootfs)
@@ -237,6 +237,7 @@ def _build_into(apt: PrivateApt, inputs: dict, out: Path, progress: StepProgress
         "disk_size_bytes": size,
         "kernel_version": kernel.version,
         "guest_modules": [m for m, _ in kernel.modules],
+        "guest_modules_on_request": [m for m, _ in kernel.on_request],
         "installed_packages": versions,
         "inputs": inputs,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import lzma
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from image.errors import ImageError
@@ -28,6 +28,11 @@ GUEST_MODULES = (
     "button",  # the ACPI power button: a clean shutdown from the host
     "evdev",  # …reaches busybox acpid as an input event
 )
+ON_REQUEST_MODULES = (
+    "overlay",  # a container's root inside the guest (vm-container); not every VM's boot
+)
+"""In the initramfs too, but loaded only when the kernel command line names them
+(``vmvc.load=overlay``): a VM that does not need them boots exactly as before."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class GuestKernel:
     version: str  # e.g. 6.1.0-57-cloud-amd64
     vmlinuz: Path
     modules: list[tuple[str, bytes]]  # (file name, uncompressed .ko) in load order
+    on_request: list[tuple[str, bytes]] = field(default_factory=list)  # ON_REQUEST_MODULES
 
 
 def kernel_image_package(resolved: dict[str, str]) -> str:
@@ -94,7 +100,18 @@ def extract_kernel(deb: Path, package: str, scratch: Path, out_vmlinuz: Path) ->
     if not vmlinuz.is_file() or not moddir.is_dir():
         raise ImageError(f"{deb.name} holds no vmlinuz-{version} and modules")
     run_tool(["depmod", "-b", scratch, version], "depmod of the guest kernel")
-    order = module_load_order((moddir / "modules.dep").read_text(), GUEST_MODULES)
+    modules_dep = (moddir / "modules.dep").read_text()
+    order = module_load_order(modules_dep, GUEST_MODULES)
     shutil.copyfile(vmlinuz, out_vmlinuz)
-    modules = [(Path(rel).name.removesuffix(".xz"), _read_module(moddir / rel)) for rel in order]
-    return GuestKernel(version, out_vmlinuz, modules)
+
+    def read(paths: list[str]) -> list[tuple[str, bytes]]:
+        return [(Path(rel).name.removesuffix(".xz"), _read_module(moddir / rel)) for rel in paths]
+
+    on_request = []
+    for name in ON_REQUEST_MODULES:  # one insmod each: its dependencies load at every boot
+        (path, *needs) = [p for p in module_load_order(modules_dep, (name,))[::-1]
+                          if p not in order]
+        if needs:
+            raise ImageError(f"guest module {name} needs {', '.join(needs)}: load it at boot")
+        on_request.append(path)
+    return GuestKernel(version, out_vmlinuz, read(order), read(on_request))

@@ -8,6 +8,7 @@ host and the archive is byte-for-byte reproducible.
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -50,8 +51,10 @@ def guest_source(name: str) -> bytes:
     return resources.files("image").joinpath("guest", name).read_bytes()
 
 
-def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], out: Path) -> None:
-    """Write the initramfs to *out*: /init, /bin/busybox, /lib/modules/* and their order."""
+def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], out: Path,
+                    on_request: Sequence[tuple[str, bytes]] = ()) -> None:
+    """Write the initramfs to *out*: /init, /bin/busybox, /lib/modules/* and their order
+    (the modules *on_request* are there too, loaded only when ``vmvc.load=`` names them)."""
     cpio = CpioWriter()
     for directory in ("bin", "dev", "lib", "lib/modules", "newroot", "proc", "sys"):
         cpio.directory(directory)
@@ -59,7 +62,7 @@ def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], out: Path)
     cpio.char_device("dev/null", 1, 3, 0o666)
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.file("init", guest_source("initramfs-init.sh"), 0o755)
-    for name, data in modules:
+    for name, data in [*modules, *on_request]:
         cpio.file(f"lib/modules/{name}", data)
     cpio.file("lib/modules/load-order", "".join(f"{n}\n" for n, _ in modules).encode())
     out.write_bytes(cpio.finish())

@@ -21,6 +21,7 @@ WORKLOAD_PACKAGES = (
     "sockperf", "nginx-light", "wrk",  # services: server in the instance, client on the host
     "mariadb-server-core",  # db (full suite): the server; sysbench is its client
     "qemu-guest-agent",
+    "crun",  # vm-container: the runtime of the containers inside the guest
 )
 GUEST_INIT = "usr/local/sbin/vmvc-init"
 POWER_OFF = ("#!/bin/sh\n# vmvc: ask the guest init (PID 1) to power the VM off\n"

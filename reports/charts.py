@@ -105,21 +105,33 @@ def burst(frame: pd.DataFrame) -> str | None:
 
 
 def boot_phases(frame: pd.DataFrame) -> str | None:
-    """The VM's boot as a stacked bar: the median time spent in each phase."""
-    part = frame[frame["metric"] == "boot-phase"].set_index("workload")
+    """Each booting backend's start as a stacked bar: the median time spent in each phase
+    (the seconds in the legend when one backend boots, on the bars' ends otherwise)."""
+    part = frame[frame["metric"] == "boot-phase"]
     if part.empty:
         return None
-    phases = [p for p in BOOT_PHASES if p in part.index]
-    fig, ax = plt.subplots(figsize=(9, 1.4))
-    left = 0.0
+    backends = backends_of(part)
+    shown = [p for p in BOOT_PHASES if p in set(part["workload"])]
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.4 * len(backends)))
     cmap = plt.get_cmap("Reds")
-    for i, phase in enumerate(phases):
-        end = float(part.loc[phase, "median"])
-        width = max(end - left, 0.0)
-        ax.barh([0], [width], left=left, color=cmap(0.3 + 0.6 * i / max(len(phases) - 1, 1)),
-                edgecolor="white", label=f"{phase} ({end:.2f} s)")
-        left = max(left, end)
-    ax.set_yticks([])
+    labelled: set[str] = set()
+    for row, backend in enumerate(backends):
+        ends = part[part["backend"] == backend].set_index("workload")["median"]
+        left = 0.0
+        for i, phase in enumerate(shown):
+            if phase not in ends.index:
+                continue
+            end = float(ends[phase])
+            label = (f"{phase} ({end:.2f} s)" if len(backends) == 1 else phase) \
+                if phase not in labelled else None
+            labelled.add(phase)
+            ax.barh([row], [max(end - left, 0.0)], left=left, edgecolor="white", label=label,
+                    color=cmap(0.3 + 0.6 * i / max(len(shown) - 1, 1)))
+            left = max(left, end)
+        if len(backends) > 1:
+            ax.text(left, row, f" {left:.2f} s", va="center", fontsize=8)
+    ax.set_yticks(range(len(backends)), backends if len(backends) > 1 else [""])
+    ax.invert_yaxis()
     ax.set_xlabel("seconds from create requested (medians)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, fontsize=8,
               frameon=False)

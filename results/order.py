@@ -8,13 +8,14 @@ from collections.abc import Iterable
 
 # along the spectrum: the bare host first (the baseline; bare-veth, its variant on the
 # bridge, beside it), then runtimes from ours to the peers, the engines over them, the system
-# container (lxc), the VM last
+# container (lxc), the VM, the VM that holds the containers last
 BACKEND_ORDER: tuple[str, ...] = ("bare", "bare-veth", "builtin", "builtin-cli", "runc", "crun",
-                                  "docker", "podman", "lxc", "vm")
+                                  "docker", "podman", "lxc", "vm", "vm-container")
 
-# a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES)
+# a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES), then what a
+# backend does in the booted guest (vm-container: its container started)
 BOOT_PHASES: tuple[str, ...] = ("qemu_started", "kernel_started", "init_started",
-                                "agent_connected", "first_command_done")
+                                "agent_connected", "first_command_done", "container_started")
 
 
 def backends_in_order(present: Iterable[str]) -> list[str]:

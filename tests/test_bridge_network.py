@@ -27,7 +27,8 @@ from paths import BENCH_WORKDIR
 from runtime import network
 
 BRIDGED = ["bare-veth", "builtin", "builtin-cli", "runc", "crun", "lxc",
-           pytest.param("vm", marks=pytest.mark.slow)]  # a boot under TCG
+           pytest.param("vm", marks=pytest.mark.slow),  # a boot under TCG
+           pytest.param("vm-container", marks=pytest.mark.slow)]
 SERVE = ("mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html && "
          "busybox httpd -p 8080 -h /tmp/www")  # httpd forks into the background
 

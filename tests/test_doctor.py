@@ -89,12 +89,12 @@ def test_kernel_feature_checks_agree_with_the_host(report: dict) -> None:
 
 
 def test_exit_status_follows_the_requested_backends() -> None:
-    """A libvirt that cannot be reached fails the vm backend and nothing else."""
+    """A libvirt that cannot be reached fails the VM backends and nothing else."""
     unreachable = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
     proc = doctor("--json", "--uri", unreachable, "--backends", "vm")
     libvirt = by_name(json.loads(proc.stdout))["libvirt"]
     assert not libvirt["ok"] and "/nonexistent/libvirt-sock" in libvirt["detail"]
-    assert libvirt["needed_by"] == ["vm"]
+    assert libvirt["needed_by"] == ["vm", "vm-container"]
     assert proc.returncode == 1
     assert doctor("--uri", unreachable, "--backends", "bare").returncode == 0
 
@@ -115,7 +115,7 @@ def test_unknown_backend_is_one_line() -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "vmvc: unknown backend lxc (choose from bare, bare-veth, builtin, builtin-cli, runc, "
-        "crun, docker, podman, vm)"]
+        "crun, docker, podman, vm, vm-container)"]
 
 
 def test_table_shows_a_fix_for_each_failure(report: dict) -> None:

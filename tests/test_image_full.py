@@ -21,7 +21,7 @@ from runtime.oci_image import read_manifest, unpack_layers
 TOOLS = ("usr/bin/busybox", "usr/bin/sysbench", "usr/bin/fio", "usr/bin/stress-ng",
          "usr/bin/iperf3", "usr/bin/redis-server", "usr/bin/redis-cli",
          "usr/bin/redis-benchmark", "usr/bin/sockperf", "usr/sbin/nginx", "usr/bin/wrk",
-         "usr/sbin/qemu-ga", "usr/local/sbin/vmvc-init")
+         "usr/sbin/qemu-ga", "usr/bin/crun", "usr/local/sbin/vmvc-init")
 
 
 def test_cached_build_returns_the_same_entry(full_image: ImageArtifacts) -> None:

@@ -383,3 +383,21 @@ def test_the_glance_shows_a_services_throughput_with_its_p99_beside() -> None:
     assert "beside" not in rows["cost: cpu"].cells["bare"]
     assert glance_figures(["http.large_mibs", "http.large_p99", "http.small_p50",
                            "http.small_rps"]) == ["http.large_mibs", "http.small_rps"]
+
+
+def test_the_boot_chart_has_a_bar_per_booting_backend() -> None:
+    """vm and vm-container both boot: one bar each, each with the phases it reports."""
+    import pandas as pd
+
+    from reports.charts import boot_phases
+    from results import BOOT_PHASES
+
+    rows = [{"metric": "boot-phase", "workload": phase, "backend": backend,
+             "median": i + 1.0 + extra}
+            for backend, extra, phases in (("vm", 0.0, BOOT_PHASES[:-1]),
+                                           ("vm-container", 0.25, BOOT_PHASES))
+            for i, phase in enumerate(phases)]
+    svg = boot_phases(pd.DataFrame(rows))
+    assert svg is not None and BOOT_PHASES[-1] in svg and "vm-container" in svg
+    ends = (f"{len(BOOT_PHASES) - 1:.2f} s", f"{len(BOOT_PHASES) + 0.25:.2f} s")
+    assert all(end in svg for end in ends)  # where each backend's start ends

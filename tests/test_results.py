@@ -93,7 +93,13 @@ def test_the_orders_agree_with_the_registry_and_the_driver() -> None:
     from vmdriver.vm import PHASE_EVENTS, PHASES
 
     assert tuple(BACKENDS) == BACKEND_ORDER == tuple(CHECKED)
-    assert tuple(PHASES) == BOOT_PHASES and set(PHASE_EVENTS) == set(BOOT_PHASES)
+    assert tuple(PHASES) == BOOT_PHASES[:len(PHASES)] and set(PHASE_EVENTS) == set(PHASES)
+    booting = [cls.phase_events for cls in BACKENDS.values() if cls.boot_phases]
+    assert all(cls.startup_phase in cls.phase_events for cls in BACKENDS.values()
+               if cls.boot_phases)
+    assert {p for events in booting for p in events} == set(BOOT_PHASES)
+    for events in booting:  # each backend's phases in the report's order
+        assert [p for p in BOOT_PHASES if p in events] == list(events)
     assert backends_in_order(["vm", "zeta", "bare", "alpha"]) == ["bare", "vm", "alpha", "zeta"]
 
 

@@ -60,6 +60,14 @@ def test_commands_output_and_exit_codes(vm: Vm, full_image: ImageArtifacts) -> N
     assert (failing.exit_code, failing.stderr) == (3, "oops\n")
 
 
+def test_overlayfs_on_request_only_and_a_commands_stdin(vm: Vm) -> None:
+    """The initramfs holds overlay.ko but loads it only when the kernel command line asks
+    (vmvc.load=overlay: vm-container's VMs, tested there): a plain VM boots as before."""
+    assert "vmvc.load" not in vm.exec(["/bin/cat", "/proc/cmdline"]).stdout
+    assert "overlay" not in vm.exec(["/bin/cat", "/proc/filesystems"]).stdout
+    assert vm.exec(["/bin/cat"], stdin=b"through stdin\n").stdout == "through stdin\n"
+
+
 def test_a_hanging_command_times_out_and_the_vm_stays_usable(vm: Vm) -> None:
     hung = vm.exec(["/bin/sleep", "600"], timeout=2)
     assert hung.timed_out and 2 <= hung.seconds < 15

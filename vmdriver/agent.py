@@ -41,14 +41,17 @@ def _decode(status: dict, key: str) -> str:
     return base64.b64decode(status.get(key, "")).decode(errors="replace")
 
 
-def guest_exec(dom: libvirt.virDomain, argv: list[str], timeout: float = 60.0) -> ExecResult:
-    """Run *argv* in the guest and wait for it, at most *timeout* seconds."""
+def guest_exec(dom: libvirt.virDomain, argv: list[str], timeout: float = 60.0,
+               stdin: bytes | None = None) -> ExecResult:
+    """Run *argv* in the guest and wait for it, at most *timeout* seconds; *stdin* is its
+    standard input (None: none)."""
     if not argv:
         raise VmError("guest command: nothing to run")
     start = time.monotonic()
     # in a session of its own: a timeout kills the whole process group, not just its leader
+    given = {} if stdin is None else {"input-data": base64.b64encode(stdin).decode()}
     pid = agent_call(dom, "guest-exec", path="/bin/busybox", arg=["setsid", *argv],
-                     **{"capture-output": True})["pid"]
+                     **{"capture-output": True}, **given)["pid"]
     deadline = start + timeout
     delay = POLL_FIRST
     while True:

@@ -118,14 +118,16 @@ class Vm:
     phases: BootPhases
     tuning: dict[str, str] = field(default_factory=dict)
     lock_fd: int = -1  # held while this process owns the VM (see cleanup)
+    created: float = 0.0  # "create requested" on the host's monotonic clock: the phases' zero
 
     @property
     def label(self) -> str:
         """How results of this VM are labelled: under TCG they are emulated."""
         return "kvm" if self.accelerator.accelerator == "kvm" else "tcg (emulated)"
 
-    def exec(self, argv: list[str], timeout: float = 60.0) -> agent.ExecResult:
-        return agent.guest_exec(self.domain, argv, timeout)
+    def exec(self, argv: list[str], timeout: float = 60.0,
+             stdin: bytes | None = None) -> agent.ExecResult:
+        return agent.guest_exec(self.domain, argv, timeout, stdin)
 
     def qemu_pid(self) -> int:
         path = Path(f"/run/libvirt/qemu/{self.name}.pid")
@@ -437,7 +439,7 @@ def boot(config: VmConfig) -> Vm:
                         "hugepages": "no",
                         "ksm": _ksm_state(), "balloon": "virtio, stats every 1 s",
                         **_nic_tuning(config, verdict)},
-                lock_fd=lock_fd)
+                lock_fd=lock_fd, created=watch.start)
         _wait_for_agent(watch, name, workdir, watch.start + config.boot_timeout)
         result = vm.exec(["/bin/true"],
                          timeout=max(5.0, watch.start + config.boot_timeout - time.monotonic()))

@@ -13,11 +13,12 @@ from bench.backends.lxc import LxcBackend
 from bench.backends.podman import PodmanBackend
 from bench.backends.runc import RuncBackend
 from bench.backends.vm import VmBackend
+from bench.backends.vm_container import VmContainerBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls for cls in (BareBackend, BareVethBackend, BuiltinBackend, BuiltinCliBackend,
                               RuncBackend, CrunBackend, DockerBackend, PodmanBackend,
-                              LxcBackend, VmBackend)
+                              LxcBackend, VmBackend, VmContainerBackend)
 }
 
 __all__ = ["BACKENDS", "Backend", "BackendContext", "Instance", "Limits", "make_backend"]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from bench.errors import VmvcError
 from runtime.cgroups import memory_dir_of, memory_usage_bytes, procs
@@ -150,6 +151,9 @@ class Backend(ABC):
     ready = True  # can time a running process's first line (startup:ready)
     expensive = False  # an instance is a boot: fixed counts in process, not pyperf's workers
     boot_phases = False  # its instances report boot phases (``instance.phases``)
+    phase_events: ClassVar[dict[str, str]] = {}  # with boot_phases: its phases in order, each
+    # with its clock and events
+    startup_phase = ""  # with boot_phases: the phase that is its startup figure
     needs_full_image = False  # the tiny (busybox) image lacks what it needs
     default = True  # run when --backends is not given (a variant for one question: False)
     # the metrics it runs in the quick suite (None: all of them); a slow backend gives the

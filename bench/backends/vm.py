@@ -19,7 +19,7 @@ from bench.backends.oci_bundle import cpu_list
 from bench.errors import VmvcError
 from runtime import network as runtime_network
 from vmdriver.errors import VmError
-from vmdriver.vm import PHASES, Nic, Vm, VmConfig, boot
+from vmdriver.vm import PHASE_EVENTS, PHASES, Nic, Vm, VmConfig, boot
 
 
 class VmInstance(Instance):
@@ -74,6 +74,8 @@ class VmBackend(Backend):
     ready = False  # the guest agent returns a command's output only once it exits
     expensive = True
     boot_phases = True
+    phase_events = PHASE_EVENTS
+    startup_phase = "first_command_done"
     needs_full_image = True  # the guest agent is in the full image only
     startup_definition = ("libvirt createXML requested → the guest agent reports /bin/true "
                           "exited (vmdriver phase first_command_done); destroy untimed")
@@ -101,9 +103,9 @@ class VmBackend(Backend):
     def start(self, argv: list[str] = IDLE, network: str = "none",
               cpus: set[int] | None = None) -> Instance:
         if network not in ("none", "bridge"):
-            raise VmvcError(f"vm: network {network!r}: choose none or bridge")
+            raise VmvcError(f"{self.name}: network {network!r}: choose none or bridge")
         if argv != IDLE:
-            raise VmvcError("vm: an instance boots idle; run commands through exec")
+            raise VmvcError(f"{self.name}: an instance boots idle; run commands through exec")
         if network == "none":
             return self.boot(cpus=cpus)
         with uninterruptible():  # an address leased is an address given back
@@ -125,8 +127,8 @@ class VmBackend(Backend):
         return value
 
     def time_to_ready(self, argv: list[str]) -> float:
-        raise VmvcError("vm: not measured: the guest agent returns a command's output only "
-                        "once it exits, so a first line cannot be timed")
+        raise VmvcError(f"{self.name}: not measured: the guest agent returns a command's "
+                        "output only once it exits, so a first line cannot be timed")
 
 
 

@@ -1,5 +1,7 @@
 """``boot-phase:<phase>:<backend>``: where a VM's start goes (QEMU started, kernel, init,
-agent, first command), from the backends whose instances boot (``Backend.boot_phases``).
+agent, first command, and what a backend adds after the boot, as a container started in the
+guest), from the backends whose instances boot (``Backend.boot_phases``, each phase with its
+events in ``Backend.phase_events``; ``Backend.startup_phase`` is its startup figure).
 It plans no task of its own: each boot of the startup task gives the startup value, one
 value per phase and an idle memory reading, run with fixed counts in the harness's own
 process (a boot is too long for pyperf's calibration); both idle memory figures come from
@@ -16,9 +18,7 @@ from bench.backends.base import Backend, uninterruptible
 from bench.harness.plan import Task
 from bench.metrics.base import Group, Metric, PlanInputs, RunContext
 from results import RunClock
-from vmdriver.vm import NETWORK_PHASE, PHASE_EVENTS, PHASES
-
-FIRST_COMMAND = "first_command_done"  # the phase that is the VM's startup figure
+from vmdriver.vm import NETWORK_PHASE
 
 
 class BootPhases(Metric):
@@ -31,7 +31,7 @@ class BootPhases(Metric):
         return 0.0
 
     def definition(self, task: Task, backend: Backend, run: RunContext) -> str:
-        return dict([*PHASE_EVENTS.items(), NETWORK_PHASE])[task.workload]
+        return dict([*backend.phase_events.items(), NETWORK_PHASE])[task.workload]
 
     def boot_benchmarks(self, task: Task, backend: Backend, run: RunContext) -> dict[str, dict]:
         """The startup task's benchmarks on a booting backend: startup, memory, phases."""
@@ -42,7 +42,7 @@ class BootPhases(Metric):
         for workload in IDLE_WORKLOADS:
             memory = Task(MEMORY.name, workload, backend.name, task.round)
             found[memory.name] = MEMORY.metadata(memory, backend, run)
-        for phase in PHASES:
+        for phase in backend.phase_events:
             own = Task(self.name, phase, backend.name, task.round)
             found[own.name] = self.metadata(own, backend, run)
         return found
@@ -59,10 +59,11 @@ class BootPhases(Metric):
                 phases = instance.phases
                 time.sleep(run.suite.settle_seconds)
                 memory = instance.memory()
-            values = {f"startup:true:{backend.name}": phases[FIRST_COMMAND],
+            values = {f"startup:true:{backend.name}": phases[backend.startup_phase],
                       **{f"{MEMORY.name}:{w}:{backend.name}": figure(w, memory)
                          for w in IDLE_WORKLOADS},
-                      **{f"{self.name}:{p}:{backend.name}": phases[p] for p in PHASES}}
+                      **{f"{self.name}:{p}:{backend.name}": phases[p]
+                         for p in backend.phase_events}}
             for name in runs:
                 value = values.get(name)
                 if value:

@@ -2,7 +2,8 @@
 # vmvc initramfs: load the virtio drivers, mount the image's ext4 disk and hand over to the
 # guest's own init. Every failure is said on the console and powers the VM off, so a broken
 # boot ends instead of hanging. Kernel parameters: vmvc.root=, vmvc.rootflags=, vmvc.init=,
-# and vmvc.probe (stop right here: the KVM probe only needs to see userspace reached).
+# vmvc.load=MOD[,MOD] (modules loaded only on request, as overlay for containers in the
+# guest), and vmvc.probe (stop right here: the KVM probe only needs to see userspace reached).
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev /newroot
 mount -t proc proc /proc
@@ -21,12 +22,17 @@ for arg in $(cat /proc/cmdline); do
     vmvc.root=*) root=${arg#vmvc.root=} ;;
     vmvc.rootflags=*) rootflags=${arg#vmvc.rootflags=} ;;
     vmvc.init=*) init=${arg#vmvc.init=} ;;
+    vmvc.load=*) load=${arg#vmvc.load=} ;;
   esac
 done
 
 say "started"
 for module in $(cat /lib/modules/load-order); do
   insmod "/lib/modules/$module" || fail "cannot load $module"
+done
+for module in $(echo "$load" | tr , ' '); do
+  case "$module" in */*|.*) fail "vmvc.load: $module is not a module name" ;; esac
+  insmod "/lib/modules/$module.ko" || fail "cannot load $module"
 done
 
 tries=0
