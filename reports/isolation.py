@@ -31,7 +31,8 @@ def matrix(frame: pd.DataFrame) -> dict | None:
         rows.append({"backend": backend, "group": GROUP.get(backend, ""),
                      "passed": sum(bool(c["isolates"]) for c in cells.values()),
                      "total": len(cells), "cells": [cells.get(name) for name in checks]})
-    return {"checks": list(checks.values()), "rows": rows}
+    varied = any(cell and cell.get("varied") for row in rows for cell in row["cells"])
+    return {"checks": list(checks.values()), "rows": rows, "varied": varied}
 
 
 def _median(frame: pd.DataFrame, metric: str, workload: str, backend: str) -> float | None:

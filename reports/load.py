@@ -57,7 +57,8 @@ def frame_of(suite: pyperf.BenchmarkSuite, ratios: dict[str, float]) -> pd.DataF
             continue
         meta = benchmark.get_metadata()
         values = list(benchmark.get_values())
-        audit = benchmark.get_runs()[-1].get_metadata().get("vmvc_audit")  # the last round's
+        audits = [_audit(name, run.get_metadata().get("vmvc_audit"))
+                  for run in benchmark.get_runs()]
         slope, slope_stderr = density_fit(benchmark) if parts.metric == "density" \
             else (None, None)
         rows.append({
@@ -75,12 +76,25 @@ def frame_of(suite: pyperf.BenchmarkSuite, ratios: dict[str, float]) -> pd.DataF
             "note": "; ".join(dict.fromkeys(  # each round's cap, once
                 r.get_metadata()["vmvc_density_capped"] for r in benchmark.get_runs()
                 if "vmvc_density_capped" in r.get_metadata())),
-            "audit": _audit(name, audit),
+            "audit": _with_variation(audits),
         })
     columns = ["name", "metric", "workload", "backend", "kind", "unit", "better", "definition",
                "accelerator", "mean", "median", "stdev", "n", "values", "ratio_to_bare", "runs",
                "slope", "slope_stderr", "note", "audit"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _with_variation(audits: list[list[dict] | None]) -> list[dict] | None:
+    """The last round's checks, each marked ``varied`` when some round answered otherwise
+    (a reader must not take one round's answer for all of them)."""
+    last = audits[-1] if audits else None
+    if last is None:
+        return None
+    answers: dict[str, set[str]] = {}
+    for audit in audits:
+        for check in audit or []:
+            answers.setdefault(check["name"], set()).add(check["answer"])
+    return [{**check, "varied": len(answers[check["name"]]) > 1} for check in last]
 
 
 def _audit(name: str, text: str | None) -> list[dict] | None:

@@ -270,10 +270,19 @@ def claim_isolation(run: Run) -> Claim:
     if not vms or not containers:
         return Claim(text, "not measured here", "this run has no VM or no container",
                      "unmeasured")
-    audited = _audits(run.frame)
-    if vms[0] in audited and any(c in audited for c in containers):
-        return _claim_isolation_audited(text, audited, vms[0],
-                                        [c for c in containers if c in audited])
+    audited = {b: checks for b, checks in _audits(run.frame).items()
+               if {"own_kernel", *APPLICATION_VIEW} <= set(checks)}  # an audit of today's
+    if audited:
+        missing = [b for b in (vms[0], *containers) if b not in audited]
+        if vms[0] in audited and len(missing) < len(containers):
+            claim = _claim_isolation_audited(text, audited, vms[0],
+                                             [c for c in containers if c in audited])
+            if not missing:
+                return claim
+            return Claim(text, "holds in part", f"{claim.evidence}; no audit of "
+                         f"{', '.join(missing)} in this run", "partly")
+        return Claim(text, "not measured here", "the isolation audit is missing for "
+                     f"{', '.join(missing)} in this run", "unmeasured")
     kernel = run.manifest.host.kernel or "the host's kernel"
     evidence = (f"the containers ({', '.join(containers)}) ran the image's processes on the "
                 f"host kernel {kernel}, fenced by namespaces (pid, net, ipc, uts, mount, "
@@ -311,7 +320,7 @@ def _claim_isolation_audited(text: str, audited: dict[str, dict[str, dict]], vm:
     total = len(audited[vm])
     views = [c for c in containers
              if all(audited[c][n]["isolates"] for n in APPLICATION_VIEW if n in audited[c])]
-    shared = [c for c in containers if not audited[c]["own_kernel"]["isolates"]]
+    shared = [c for c in containers if not audited[c]["own_kernel"]["isolates"]]  # checked
     system = audited[vm]["own_kernel"]["isolates"]
     common = sorted(set.intersection(*(set(failed(c)) for c in containers)))
     evidence = (f"the audit: {', '.join(f'{c} {passed(c)}' for c in containers)} of {total} "

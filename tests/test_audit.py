@@ -65,16 +65,23 @@ def test_the_vm_runs_its_own_kernel_and_passes_every_check(vm_run) -> None:
 def test_a_container_sharing_the_hosts_namespaces_is_caught(runtime: str, busybox_rootfs: Path,
                                                             tmp_path: Path) -> None:
     """The probe must say no where a container is weak: host PID and network namespaces,
-    CAP_SYS_ADMIN, no seccomp. The same answers whichever runtime ran it."""
+    CAP_SYS_ADMIN and CAP_SYSLOG, no seccomp, every device allowed (it makes a node of kmsg and
+    reads the kernel log through it: this host refuses a disk to root itself). The same
+    answers whichever runtime ran it."""
     with HostMarks() as marks:
         config = make_config(busybox_rootfs, ["/bin/sh", "-c", PROBE, "probe", marks.token,
-                                              str(marks.port)])
+                                              str(marks.port), host_facts()["root_mount"]])
         config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
                                          if n["type"] not in ("pid", "network")]
         config["linux"].pop("seccomp", None)
         for kind in ("bounding", "effective", "permitted"):
-            config["process"]["capabilities"][kind].append("CAP_SYS_ADMIN")
+            held = config["process"]["capabilities"][kind]
+            held += [c for c in ("CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_SYSLOG") if c not in held]
+        config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["nosuid"]})  # device nodes work there
         config["process"]["noNewPrivileges"] = False
+        config["linux"].setdefault("resources", {})["devices"] = [{"allow": True,
+                                                                    "access": "rwm"}]
         oci = OciRuntime(tmp_path / "state", PEERS[runtime])
         proc = oci("run", "--bundle", str(write_bundle(tmp_path / "b", config)), new_id())
         reached = marks.reached
@@ -82,8 +89,9 @@ def test_a_container_sharing_the_hosts_namespaces_is_caught(runtime: str, busybo
     checks = {c.name: c for c in judge(parse_probe(proc.stdout), host_facts(), reached)}
     exposed = {name for name, check in checks.items() if not check.isolates}
     assert {"host_pids", "own_network", "host_network", "sys_admin", "seccomp",
-            "no_new_privs", "host_root"} <= exposed, checks
-    assert {"own_hostname", "host_root_fs", "proc_sys", "host_devices"}.isdisjoint(exposed)
+            "no_new_privs", "host_root", "host_devices"} <= exposed, checks
+    assert "made with mknod" in checks["host_devices"].evidence
+    assert {"own_hostname", "host_root_fs", "proc_sys"}.isdisjoint(exposed)
     assert "found" in checks["host_pids"].evidence
 
 
@@ -109,7 +117,8 @@ HOST = {"boot_id": "b-host", "kernel": "6.1.0 #1", "hostname": "h", "root_mount"
 
 def facts(**changes: str) -> dict[str, str]:
     base = {**HOST, "uid": "0", "uid_map": "0 0 4294967295", "CapEff": "000001ffffffffff",
-            "Seccomp": "0", "NoNewPrivs": "0", "host_pid_seen": "yes", "mounts": "30",
+            "Seccomp": "0", "NoNewPrivs": "0", "proc_visible": "yes", "host_pid_seen": "yes",
+            "mounts": "30", "host_root_at": "/", "device_read": "/dev/sda", "mknod_in": " /tmp",
             "devices": "3 /dev/sda /dev/mem /dev/kmsg", "proc_sys_writable": "yes",
             "insmod": "insmod: can't insert '/bin/busybox': invalid module format",
             "done": "yes"}
@@ -154,7 +163,7 @@ def test_root_in_a_user_namespace_of_its_own() -> None:
 @pytest.mark.parametrize(("message", "answer"), [
     ("insmod: can't insert '/bin/busybox': Operation not permitted", "no"),
     ("insmod: can't insert '/bin/busybox': kernel does not support requested operation", "no"),
-    ("insmod: can't insert '/bin/busybox': Key was rejected by service", "no"),
+    ("insmod: can't insert '/bin/busybox': Key was rejected by service", "signed only"),
     ("insmod: can't insert '/bin/busybox': invalid module format", "yes"),
     ("sh: busybox: not found", "unknown"),
 ])
@@ -162,6 +171,34 @@ def test_a_module_load_is_judged_by_what_the_kernel_said(message: str, answer: s
     check = {c.name: c for c in judge(facts(insmod=message), HOST, False)}["kernel_module"]
     assert check.answer == answer
     assert check.isolates == (answer == "no")
+
+
+def test_what_the_probe_could_not_read_is_unknown_and_never_isolates() -> None:
+    unread = {c.name: c for c in judge(
+        {k: v for k, v in facts(host_pid_seen="no", proc_visible="no", uid_map="",
+                                nc="sh: busybox: not found").items()
+         if not k.startswith("ns_")}, HOST, reached=False)}
+    for name in ("host_pids", "own_network", "own_hostname", "host_network"):
+        assert unread[name].answer == "unknown" and not unread[name].isolates, unread[name]
+    assert unread["host_root"].answer == "yes"  # uid 0, no uid_map: the host's own root
+    assert not unread["sys_admin"].isolates  # full caps in an unknown user namespace
+
+
+def test_a_shared_namespace_decides_even_when_a_mark_is_missed() -> None:
+    """The marker not found or the token not arriving proves nothing when the instance is
+    in the host's PID or network namespace."""
+    checks = {c.name: c for c in judge(facts(host_pid_seen="no"), HOST, reached=False)}
+    assert checks["host_pids"].answer == "yes" and checks["host_network"].answer == "yes"
+
+
+def test_the_hosts_root_mounted_elsewhere_is_caught() -> None:
+    """A container with the host's / bound at /host: its own / is not the host's, but the
+    host's root file system is there."""
+    checks = {c.name: c for c in judge(facts(root_mount="0:41 /", host_root_at="/host"),
+                                       HOST, False)}
+    assert checks["host_root_fs"].answer == "yes" and "/host" in checks["host_root_fs"].evidence
+    clean = {c.name: c for c in judge(facts(host_root_at=""), HOST, False)}
+    assert clean["host_root_fs"].answer == "no"
 
 
 def test_a_probe_that_did_not_finish_is_an_error() -> None:

@@ -37,7 +37,8 @@ def host_facts() -> dict[str, str]:
 class HostMarks:
     """The marker process and the loopback listener, for one probe (a context manager)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifetime: float = 120.0) -> None:
+        self.lifetime = lifetime  # the marker's, should the harness be killed meanwhile
         self.token = secrets.token_hex(8)
         self.received: list[str] = []
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -49,7 +50,7 @@ class HostMarks:
 
     def __enter__(self) -> HostMarks:
         try:
-            self._marker = subprocess.Popen([MARKER + self.token, "600"],
+            self._marker = subprocess.Popen([MARKER + self.token, f"{self.lifetime:.0f}"],
                                             executable="/bin/sleep",
                                             stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL,

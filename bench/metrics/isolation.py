@@ -34,15 +34,16 @@ DEFINITION = (f"checks of {len(CHECKS)} that keep the instance from the host, by
 
 def audit(instance: Instance, what: str) -> list[dict]:
     """The audit's checks (as JSON objects) for one running *instance*."""
-    with HostMarks() as marks:
+    host = host_facts()
+    with HostMarks(lifetime=PROBE_TIMEOUT + 30) as marks:
         outcome = instance.exec(["/bin/sh", "-c", PROBE, "vmvc-audit", marks.token,
-                                 str(marks.port)], PROBE_TIMEOUT)
+                                 str(marks.port), host["root_mount"]], PROBE_TIMEOUT)
         reached = marks.reached
     if outcome.exit_code not in (0, None):
         raise VmvcError(f"{what}: the audit probe exited {outcome.exit_code}: "
                         f"{outcome.stderr.strip()[-200:]}")
     try:
-        checks = judge(parse_probe(outcome.stdout), host_facts(), reached)
+        checks = judge(parse_probe(outcome.stdout), host, reached)
     except ValueError as exc:
         raise VmvcError(f"{what}: {exc}: {outcome.output.strip()[-200:]}") from exc
     return [check.as_json() for check in checks]
