@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # along the spectrum: the bare host first (the baseline; bare-veth, its variant on the
-# bridge, beside it), then runtimes from ours to the peers, the engines over them, the VM last
+# bridge, beside it), then runtimes from ours to the peers, the engines over them, the
+# sandboxes (a kernel in user space), the VM last
 BACKEND_ORDER: tuple[str, ...] = ("bare", "bare-veth", "builtin", "builtin-cli", "runc", "crun",
-                                  "docker", "podman", "vm")
+                                  "docker", "podman", "gvisor", "vm")
 
 # a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES)
 BOOT_PHASES: tuple[str, ...] = ("qemu_started", "kernel_started", "init_started",

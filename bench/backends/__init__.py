@@ -9,6 +9,7 @@ from bench.backends.builtin import BuiltinBackend
 from bench.backends.builtin_cli import BuiltinCliBackend
 from bench.backends.crun import CrunBackend
 from bench.backends.docker import DockerBackend
+from bench.backends.gvisor import GvisorBackend
 from bench.backends.podman import PodmanBackend
 from bench.backends.runc import RuncBackend
 from bench.backends.vm import VmBackend
@@ -16,7 +17,7 @@ from bench.backends.vm import VmBackend
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls for cls in (BareBackend, BareVethBackend, BuiltinBackend, BuiltinCliBackend,
                               RuncBackend, CrunBackend, DockerBackend, PodmanBackend,
-                              VmBackend)
+                              GvisorBackend, VmBackend)
 }
 
 __all__ = ["BACKENDS", "Backend", "BackendContext", "Instance", "Limits", "make_backend"]
