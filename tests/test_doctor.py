@@ -115,7 +115,7 @@ def test_unknown_backend_is_one_line() -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "vmvc: unknown backend lxc (choose from bare, bare-veth, builtin, builtin-cli, runc, "
-        "crun, docker, podman, vm)"]
+        "crun, docker, podman, gvisor, vm)"]
 
 
 def test_table_shows_a_fix_for_each_failure(report: dict) -> None:
