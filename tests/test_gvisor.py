@@ -13,8 +13,9 @@ import pytest
 
 from bench.backends import BackendContext
 from bench.backends.base import IDLE
-from bench.backends.gvisor import CGROUP_ROOT, STATE_ROOT, GvisorBackend, sandbox_processes
+from bench.backends.gvisor import GvisorBackend
 from bench.backends.oci_cli import BUNDLES, Bundle
+from bench.backends.runsc_sandboxes import CGROUP_ROOT, STATE_ROOT, sandbox_processes
 from bench.errors import VmvcError
 from paths import BENCH_WORKDIR
 
@@ -90,7 +91,7 @@ def test_cleanup_removes_a_killed_runs_container(gvisor: GvisorBackend) -> None:
     """What `vmvc cleanup` runs, narrowed to this container (another session may run
     gvisor instances)."""
     from bench.backends.cleanup import remove_runtime_containers
-    from bench.backends.gvisor import remove_sandboxes
+    from bench.backends.runsc_sandboxes import remove_sandboxes
 
     instance = gvisor.start()
     bundle = instance.bundle  # type: ignore[attr-defined]

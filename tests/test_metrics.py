@@ -93,8 +93,8 @@ def test_a_services_client_gets_a_cpu_the_instance_does_not_use() -> None:
 
 
 def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None:
-    """bare-veth, docker and podman run when named; db only in the full suite unless
-    named."""
+    """bare-veth, docker, podman and gvisor run when named; db only in the full suite
+    unless named."""
     import argparse
 
     from bench.commands.run import _settings_from_args
@@ -102,7 +102,7 @@ def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None
 
     assert "bare-veth" in BACKENDS and "bare-veth" not in Settings().backends
     assert Settings().backends == [b for b in BACKENDS
-                                   if b not in ("bare-veth", "docker", "podman")]
+                                   if b not in ("bare-veth", "docker", "podman", "gvisor")]
     names = ("suite", "repeat", "image", "cpus", "memory_mib", "density_max", "burst_max",
              "vm_boots", "vm_memory_mib", "vm_vcpus", "backends", "workloads", "metrics")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from bench.backends import netns
 from bench.backends.bare import CGROUP_PREFIX, marked_pids
-from bench.backends.gvisor import RUNSC, GvisorBackend, remove_sandboxes
+from bench.backends.gvisor import RUNSC, GvisorBackend
 from bench.backends.oci_cli import BUNDLES
+from bench.backends.runsc_sandboxes import remove_sandboxes
 from paths import BENCH_STATE_DIR
 from runtime.cgroups import MemoryAccount
 from runtime.cleanup import leftover_cgroups
