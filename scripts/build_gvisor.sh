@@ -49,12 +49,13 @@ build_vdso() {  # $1: the output file. Flags as gVisor's own vdso/BUILD: no libc
     -o "$1" "$SRC/vdso/vdso.cc" "$SRC/vdso/vdso_time.cc"
 }
 
-build_runsc() {  # $1: a scratch dir, $2: the output binary
+build_runsc() {  # $1: a scratch dir, $2: the output binary. Each step checked: set -e does
+  # not act in a function called as `build_runsc || fail`
   local gopath=$1/gopath version
-  mkdir -p "$gopath/src/gvisor.dev"
-  cp -a "$SRC" "$gopath/src/gvisor.dev/"  # writable: the vdso goes into it
-  build_vdso "$gopath/src/gvisor.dev/gvisor/pkg/sentry/loader/vdsodata/vdso.so"
-  version=$(dpkg-query -W -f='${Version}' golang-gvisor-gvisor-dev)
+  mkdir -p "$gopath/src/gvisor.dev" || return
+  cp -a "$SRC" "$gopath/src/gvisor.dev/" || return  # writable: the vdso goes into it
+  build_vdso "$gopath/src/gvisor.dev/gvisor/pkg/sentry/loader/vdsodata/vdso.so" || return
+  version=$(dpkg-query -W -f='${Version}' golang-gvisor-gvisor-dev) || return
   (cd "$gopath/src/gvisor.dev/gvisor" &&
     env GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0 GOPATH="$gopath:/usr/share/gocode" \
       GOCACHE="$1/gocache" HOME="$1" \
@@ -63,6 +64,8 @@ build_runsc() {  # $1: a scratch dir, $2: the output binary
 }
 
 install_packages
+[ -f "$LDS" ] || fail "$LDS is missing"
+[ -d "$SRC/vdso" ] || fail "$SRC/vdso is missing (golang-gvisor-gvisor-dev changed?)"
 hash=$(inputs_hash)
 cached=$CACHE/runsc-$hash/runsc
 if [ ! -x "$cached" ]; then
@@ -71,7 +74,7 @@ if [ ! -x "$cached" ]; then
   rm -rf "$CACHE"/build-runsc.*  # a killed build's
   scratch=$(mktemp -d "$CACHE/build-runsc.XXXXXX")
   trap 'rm -rf "$scratch"' EXIT
-  build_runsc "$scratch" "$scratch/runsc" >>"$LOG" 2>&1 || fail "go build failed (see $LOG)"
+  build_runsc "$scratch" "$scratch/runsc" >>"$LOG" 2>&1 || fail "building runsc failed (see $LOG)"
   # the vdso is parsed at start-up: a runsc that answers --version has a good one
   "$scratch/runsc" --version >>"$LOG" 2>&1 || fail "the built runsc does not start (see $LOG)"
   rm -rf "$CACHE"/runsc-*  # older builds: their inputs are gone
