@@ -65,11 +65,13 @@ def reap(pid: int) -> None:
 def remove_sandboxes(container_id: str = "") -> list[str]:
     """What runsc leaves when its ``create`` is killed or times out (a sandbox that hangs
     while booting): runsc records the container last, so ``delete`` then finds none, and
-    its sandbox and gofer live on. Those of our state root whose container id is
-    *container_id* (all with ""), killed; their ``vmvc-<id>`` cgroups removed in every
-    hierarchy runsc made them in (blkio and name=systemd too); their lock files removed."""
+    its sandbox and gofer may live on, its cgroups and lock file do. Those of our state root
+    whose container id is *container_id* (with "": every one a lock file or a process
+    names), removed: processes killed, ``vmvc-<id>`` cgroups removed in every hierarchy
+    runsc made them in (blkio and name=systemd too), lock files."""
     removed = []
-    ids = {container_id} if container_id else set()
+    locks = orphan_locks(container_id)
+    ids = {container_id} if container_id else {lock_id(lock) for lock in locks}
     for pid, found in sandbox_processes(container_id):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -79,7 +81,11 @@ def remove_sandboxes(container_id: str = "") -> list[str]:
         cgroups = [*CGROUP_ROOT.glob(f"*/{DEFAULT_PREFIX}{found}"),
                    *CGROUP_ROOT.glob(f"{DEFAULT_PREFIX}{found}")]
         removed += [f"gvisor cgroup {path}: {remove_cgroup(path)}" for path in sorted(cgroups)]
-    return removed + remove_lock_files(container_id)
+    for lock in locks:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed.append(f"gvisor lock file {lock}")
+    return removed
 
 
 def sandbox_processes(container_id: str = "") -> list[tuple[int, str]]:
@@ -129,16 +135,19 @@ def remove_cgroup(path: Path) -> str:
             time.sleep(0.01)
 
 
-def remove_lock_files(container_id: str = "") -> list[str]:
+def orphan_locks(container_id: str = "") -> list[Path]:
     """runsc's lock files (``<sandbox>_sandbox:<container>.lock``) that no state file goes
-    with: *container_id*'s at once, others once no create in progress can own them."""
-    removed = []
+    with: *container_id*'s, or (with "") all those no create in progress can own."""
+    found = []
     pattern = f"{container_id}_sandbox:*.lock" if container_id else "*_sandbox:*.lock"
     for lock in sorted(STATE_ROOT.glob(pattern)) if STATE_ROOT.is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
-            if lock.with_suffix(".state").exists() or (
-                    not container_id and time.time() - lock.stat().st_mtime < HALF_CREATED_AGE):
-                continue
-            lock.unlink()
-            removed.append(f"gvisor lock file {lock}")
-    return removed
+            if not lock.with_suffix(".state").exists() and (
+                    container_id or time.time() - lock.stat().st_mtime > HALF_CREATED_AGE):
+                found.append(lock)
+    return found
+
+
+def lock_id(lock: Path) -> str:
+    """The container id in a lock file's name."""
+    return lock.name.removesuffix(".lock").rpartition("_sandbox:")[2]
