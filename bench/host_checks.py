@@ -213,6 +213,17 @@ def check_docker() -> Check:
                  "", ("docker",))
 
 
+def check_gvisor() -> Check:
+    """runsc, which make setup builds from Debian's gVisor source (the gvisor backend)."""
+    from bench.backends.gvisor import RUNSC
+
+    line = _version_line([RUNSC, "--version"])
+    if line is None:
+        return Check("gvisor", False, f"runsc not built ({RUNSC})",
+                     "make setup (scripts/build_gvisor.sh builds it)", ("gvisor",))
+    return Check("gvisor", True, line, "", ("gvisor",))
+
+
 def check_image_cache(cache_dir: Path) -> Check:
     entries = cached_images(cache_dir)
     fix = "vmvc image build (make setup builds it)"
@@ -248,7 +259,7 @@ def run_checks(cache_dir: Path | None = None, uri: str = DEFAULT_URI,
         check_seccomp, lambda: check_kvm(verdict), lambda: check_libvirt(verdict, uri),
         lambda: check_libvirtd_kvm_view(verdict), check_qemu,
         *(lambda n=name: check_peer(n, layout) for name in ("runc", "crun", "podman")),
-        check_docker,
+        check_docker, check_gvisor,
         lambda: check_image_cache(cache_dir),
     ]
     checks: list[Check] = []

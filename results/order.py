@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # along the spectrum: the bare host first (the baseline; bare-veth, its variant on the
-# bridge, beside it), then runtimes from ours to the peers, the engines over them, the system
-# container (lxc), the VM, the VM that holds the containers last
+# bridge, beside it), then runtimes from ours to the peers, the engines over them, the
+# sandbox (a kernel in user space), the system container (lxc), the VM, the VM that holds
+# the containers last
 BACKEND_ORDER: tuple[str, ...] = ("bare", "bare-veth", "builtin", "builtin-cli", "runc", "crun",
-                                  "docker", "podman", "lxc", "vm", "vm-container")
+                                  "docker", "podman", "gvisor", "lxc", "vm", "vm-container")
 
 # a VM's boot, each phase measured from the create request (vmdriver.vm.PHASES), then what a
 # backend does in the booted guest (vm-container: its container started)

@@ -280,6 +280,12 @@ prepare_podman_store() {
   mount --make-private "$PODMAN_OVERLAY"
 }
 
+# gVisor's runsc, built offline from Debian's source (scripts/build_gvisor.sh, cached); not
+# fatal: only the gvisor backend needs it, and it skips saying runsc is not built
+build_gvisor() {
+  scripts/build_gvisor.sh || say "runsc not built: the gvisor backend will be skipped"
+}
+
 install_packages
 install_venv
 if [ "${1:-}" = "--venv-only" ]; then  # enough to render reports (CI's merge job)
@@ -293,4 +299,5 @@ install_libvirt_lxc
 start_libvirt
 start_docker
 prepare_podman_store
+build_gvisor
 say "setup done: .venv/bin/vmvc doctor tells what this host can run"

@@ -162,7 +162,8 @@ def crafted_rootfs(busybox_rootfs: Path, tmp_path: Path) -> Path:
 
 # -- a real harness run shared by the harness and report tests ------------------------------
 VMVC = str(Path(sys.executable).parent / "vmvc")
-CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun", "docker", "podman", "lxc"]
+CONTAINERS = ["bare", "builtin", "builtin-cli", "runc", "crun", "docker", "podman", "gvisor",
+              "lxc"]
 SPIN = '''name = "spin"
 description = "a busybox shell loop: CPU in the shell"
 command = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"

@@ -41,7 +41,7 @@ def test_json_follows_the_contract(report: dict) -> None:
             assert check["fix"], f"{check['name']} failed without a fix"
     names = by_name(report)
     for expected in ("root", "cgroups", "overlayfs", "seccomp", "kvm", "libvirt", "qemu",
-                     "runc", "crun", "podman", "image cache"):
+                     "runc", "crun", "podman", "gvisor", "image cache"):
         assert expected in names
     assert {f"namespace {n}" for n in ("pid", "net", "ipc", "mnt", "uts", "user", "cgroup")} \
         <= names.keys()
@@ -104,18 +104,19 @@ def test_all_backends_need_what_each_needs(report: dict) -> None:
     assert doctor().returncode == (1 if failing else 0)
 
 
-def test_the_engines_are_needed_by_their_own_backends_only(report: dict) -> None:
+def test_the_engines_and_runsc_are_needed_by_their_own_backends_only(report: dict) -> None:
     checks = by_name(report)
     assert checks["podman"]["needed_by"] == ["podman"]
     assert checks["docker"]["needed_by"] == ["docker"]
+    assert checks["gvisor"]["needed_by"] == ["gvisor"]
 
 
 def test_unknown_backend_is_one_line() -> None:
-    proc = doctor("--backends", "bare,lxc")
+    proc = doctor("--backends", "bare,nosuch")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "vmvc: unknown backend lxc (choose from bare, bare-veth, builtin, builtin-cli, runc, "
-        "crun, docker, podman, vm, vm-container)"]
+        "vmvc: unknown backend nosuch (choose from bare, bare-veth, builtin, builtin-cli, runc, "
+        "crun, docker, podman, gvisor, lxc, vm, vm-container)"]
 
 
 def test_table_shows_a_fix_for_each_failure(report: dict) -> None:

@@ -77,7 +77,7 @@ def test_manifest_records_host_image_settings_and_backends(container_run: Path, 
     assert manifest["settings"]["suite"] == "quick" and manifest["settings"]["backends"] == \
         CONTAINERS
     assert {c["name"] for c in manifest["checks"]} >= {"root", "cgroups", "overlayfs"}
-    assert {"python", "pyperf", "runc", "crun"} <= set(manifest["versions"])
+    assert {"python", "pyperf", "runc", "crun", "gvisor"} <= set(manifest["versions"])
     assert all(manifest["backends"][b]["status"] == "ok" for b in CONTAINERS)
     assert set(manifest["ratios"]) == {f"cost:spin:{b}" for b in CONTAINERS if b != "bare"
                                        and runs_in_suite(BACKENDS[b], "cost", SUITES["quick"])}

@@ -111,7 +111,7 @@ def test_a_services_client_gets_a_cpu_the_instance_does_not_use() -> None:
 
 
 def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None:
-    """bare-veth, docker, podman and vm-container run when named; db only in the full suite
+    """bare-veth runs when named; db only in the full suite
     unless named."""
     import argparse
 

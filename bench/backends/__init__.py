@@ -9,6 +9,7 @@ from bench.backends.builtin import BuiltinBackend
 from bench.backends.builtin_cli import BuiltinCliBackend
 from bench.backends.crun import CrunBackend
 from bench.backends.docker import DockerBackend
+from bench.backends.gvisor import GvisorBackend
 from bench.backends.lxc import LxcBackend
 from bench.backends.podman import PodmanBackend
 from bench.backends.runc import RuncBackend
@@ -18,7 +19,7 @@ from bench.backends.vm_container import VmContainerBackend
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls for cls in (BareBackend, BareVethBackend, BuiltinBackend, BuiltinCliBackend,
                               RuncBackend, CrunBackend, DockerBackend, PodmanBackend,
-                              LxcBackend, VmBackend, VmContainerBackend)
+                              GvisorBackend, LxcBackend, VmBackend, VmContainerBackend)
 }
 
 __all__ = ["BACKENDS", "Backend", "BackendContext", "Instance", "Limits", "make_backend"]

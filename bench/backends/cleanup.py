@@ -1,5 +1,6 @@
-"""What a killed run of the harness can leave of its own, removed: runc/crun/vmvc-runtime
-containers under the harness's state roots, overlay roots it mounted for them, the network
+"""What a killed run of the harness can leave of its own, removed: runc/crun/runsc/vmvc-runtime
+containers under the harness's state roots (and runsc sandboxes whose create was killed
+before runsc recorded them), overlay roots it mounted for them, the network
 namespaces it made for them (their address leases are pruned by runtime.cleanup), bare
 instances' processes, memory cgroups and scratch dirs, lxc instances' domains and overlay
 roots. (The built-in library's containers
@@ -16,12 +17,16 @@ from pathlib import Path
 
 from bench.backends import netns
 from bench.backends.bare import CGROUP_PREFIX, marked_pids
+from bench.backends.gvisor import RUNSC, GvisorBackend
 from bench.backends.oci_cli import BUNDLES
+from bench.backends.runsc_sandboxes import remove_sandboxes
 from paths import BENCH_STATE_DIR
 from runtime.cgroups import MemoryAccount
 from runtime.cleanup import leftover_cgroups
 from runtime.errors import ContainerError
 from runtime.linux import MNT_DETACH, Linux
+
+RUNTIME_BINARIES = {GvisorBackend.name: RUNSC}  # a state root named by a backend, not its binary
 
 
 def _mounted(path: Path) -> bool:
@@ -72,6 +77,24 @@ def remove_engine_containers() -> list[str]:
     return removed
 
 
+def remove_runtime_containers(root: Path, only: str = "") -> list[str]:
+    """The containers of the runtime whose state root is *root* (named by the backend:
+    runc, crun, gvisor), deleted by the runtime itself; *only*: that one alone."""
+    binary = shutil.which(RUNTIME_BINARIES.get(root.name, root.name))
+    if binary is None:
+        return []
+    removed = []
+    listed = subprocess.run([binary, "--root", str(root), "list", "--quiet"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    for container_id in listed.stdout.split():
+        if only and container_id != only:
+            continue
+        subprocess.run([binary, "--root", str(root), "delete", "--force", container_id],
+                       capture_output=True, timeout=60, check=False)
+        removed.append(f"{root.name} container {container_id}")
+    return removed
+
+
 def cleanup(workdir: Path) -> list[str]:
     removed = []
     if BENCH_STATE_DIR.is_dir():
@@ -81,15 +104,8 @@ def cleanup(workdir: Path) -> list[str]:
 
                 removed += [f"{item} ({root})" for item in cleanup_containers(str(root))]
                 continue
-            binary = shutil.which(root.name)
-            if binary is None:
-                continue
-            listed = subprocess.run([binary, "--root", str(root), "list", "-q"],
-                                    capture_output=True, text=True, timeout=60, check=False)
-            for container_id in listed.stdout.split():
-                subprocess.run([binary, "--root", str(root), "delete", "--force", container_id],
-                               capture_output=True, timeout=60, check=False)
-                removed.append(f"{root.name} container {container_id}")
+            removed += remove_runtime_containers(root)
+    removed += remove_sandboxes()
     removed += remove_engine_containers()
     from bench.backends.lxc import cleanup as cleanup_lxc
 

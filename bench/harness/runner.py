@@ -372,7 +372,7 @@ def versions(checks: list) -> dict:
     found = {"vmvc": _package_version("vmvc"), "python": platform.python_version(),
              "pyperf": pyperf.__version__}
     for check in checks:
-        if check.name in ("qemu", "libvirt", "runc", "crun") and check.ok:
+        if check.name in ("qemu", "libvirt", "runc", "crun", "gvisor") and check.ok:
             found[check.name] = check.detail
     return found
 
