@@ -184,6 +184,13 @@ def test_what_the_probe_could_not_read_is_unknown_and_never_isolates() -> None:
     assert not unread["sys_admin"].isolates  # full caps in an unknown user namespace
 
 
+def test_an_unknown_about_its_own_kernel_still_isolates() -> None:
+    """gVisor's Sentry shows no NoNewPrivs line: whatever it is, it is about its own kernel."""
+    checks = {c.name: c for c in judge({k: v for k, v in facts(
+        boot_id="b-sentry", host_pid_seen="no").items() if k != "NoNewPrivs"}, HOST, False)}
+    assert checks["no_new_privs"].answer == "unknown" and checks["no_new_privs"].isolates
+
+
 def test_a_shared_namespace_decides_even_when_a_mark_is_missed() -> None:
     """The marker not found or the token not arriving proves nothing when the instance is
     in the host's PID or network namespace."""

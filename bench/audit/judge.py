@@ -85,21 +85,24 @@ def judge(facts: dict[str, str], host: dict[str, str], reached: bool) -> list[Ch
         _seccomp(facts.get("Seccomp", ""), own, guest),
         _check("no_new_privs", _yes(facts["NoNewPrivs"] == "1") if facts.get("NoNewPrivs")
                else "unknown", own or facts.get("NoNewPrivs") == "1",
-               f"NoNewPrivs {facts.get('NoNewPrivs') or '?'}{guest}"),
+               f"NoNewPrivs {facts.get('NoNewPrivs') or '?'}{guest}", own),
         _module(facts.get("insmod", ""), own, guest, "sys_module" in cap_names),
         _devices(facts, own, guest, "mknod" in cap_names),
         _check("proc_sys", _yes(facts.get("proc_sys_writable") == "yes"),
                own or facts.get("proc_sys_writable") == "no",
                "/proc/sys/kernel/core_pattern opened for writing: "
-               f"{facts.get('proc_sys_writable', '?')}{guest}"),
+               f"{facts.get('proc_sys_writable', '?')}{guest}", own),
         _host_network(facts, reached, same["net"]),
         _host_root(facts, own, same["user"], seen["user"]),
     ]
     return found
 
 
-def _check(name: str, answer: str, isolates: bool, evidence: str) -> Check:
-    return Check(name, *QUESTIONS[name], answer, isolates and answer != "unknown", evidence)
+def _check(name: str, answer: str, isolates: bool, evidence: str, own: bool = False) -> Check:
+    """One check; an unknown answer isolates only where the kernel is the instance's own
+    (*own*, for the privilege checks: whatever the answer, it is about that kernel)."""
+    return Check(name, *QUESTIONS[name], answer,
+                 isolates and (answer != "unknown" or own), evidence)
 
 
 def _own_kernel(facts: dict[str, str], host: dict[str, str]) -> bool:
@@ -143,13 +146,13 @@ def _own(same: bool | None, evidence: str) -> Check:
 def _sys_admin(caps: int | None, harmless: bool, evidence: str) -> Check:
     held = caps is not None and bool(caps >> CAP_SYS_ADMIN & 1)
     return _check("sys_admin", "unknown" if caps is None else _yes(held),
-                  harmless or not held, evidence)
+                  harmless or not held, evidence, harmless)
 
 
 def _seccomp(mode: str, own: bool, guest: str) -> Check:
     answer = {"0": "none", "1": "strict", "2": "filter"}.get(mode, "unknown")
     return _check("seccomp", answer, own or answer in ("filter", "strict"),
-                  f"Seccomp {mode or '?'}{guest}")
+                  f"Seccomp {mode or '?'}{guest}", own)
 
 
 def _module(message: str, own: bool, guest: str, cap: bool) -> Check:
@@ -167,7 +170,7 @@ def _module(message: str, own: bool, guest: str, cap: bool) -> Check:
         answer = "unknown"
     return _check("kernel_module", answer, own or answer == "no",
                   f"insmod of a non-module: {message or 'no output'}; CAP_SYS_MODULE "
-                  f"{'held' if cap else 'not held'}{guest}")
+                  f"{'held' if cap else 'not held'}{guest}", own)
 
 
 def _devices(facts: dict[str, str], own: bool, guest: str, mknod: bool) -> Check:
@@ -179,7 +182,7 @@ def _devices(facts: dict[str, str], own: bool, guest: str, mknod: bool) -> Check
                 f"{read}; a device node made in:{facts.get('mknod_in', ' ?')} "
                 f"(CAP_MKNOD {'held' if mknod else 'not held'}){guest}")
     if "devices" not in facts or "device_read" not in facts:
-        return _check("host_devices", "unknown", False, evidence)
+        return _check("host_devices", "unknown", own, evidence, own)
     exposed = extra or read != "none"
     return _check("host_devices", _yes(exposed), own or not exposed, evidence)
 
