@@ -111,8 +111,7 @@ def test_a_services_client_gets_a_cpu_the_instance_does_not_use() -> None:
 
 
 def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None:
-    """bare-veth runs when named; db only in the full suite
-    unless named."""
+    """bare-veth runs when named; redis-1 and db only in the full suite unless named."""
     import argparse
 
     from bench.commands.run import _settings_from_args
@@ -127,8 +126,8 @@ def test_defaults_leave_out_variants_and_the_full_suites_own_workloads() -> None
         return _settings_from_args(argparse.Namespace(**{**dict.fromkeys(names), **given}))
 
     assert settings().workloads == list(BUILTIN_WORKLOADS)
-    assert "db" not in BUILTIN_WORKLOADS
-    assert settings(suite="full").workloads == [*BUILTIN_WORKLOADS, "db"]
+    assert "db" not in BUILTIN_WORKLOADS and "redis-1" not in BUILTIN_WORKLOADS
+    assert settings(suite="full").workloads == [*BUILTIN_WORKLOADS, "redis-1", "db"]
     assert settings(suite="full", workloads="db,cpu").workloads == ["db", "cpu"]
     assert settings(suite="quick", workloads="db").workloads == ["db"]
 

@@ -401,3 +401,63 @@ def test_the_boot_chart_has_a_bar_per_booting_backend() -> None:
     assert svg is not None and BOOT_PHASES[-1] in svg and "vm-container" in svg
     ends = (f"{len(BOOT_PHASES) - 1:.2f} s", f"{len(BOOT_PHASES) + 0.25:.2f} s")
     assert all(end in svg for end in ends)  # where each backend's start ends
+
+
+def _audited_run(audits: dict[str, list[dict]], rounds: int = 1):
+    """A run of isolation benchmarks only, each backend's checks as given (every round the
+    same unless a check's ``answers`` lists one answer per round)."""
+    from reports.load import Run, frame_of
+
+    def run_of(backend: str, checks: list[dict], i: int) -> pyperf.Run:
+        round_checks = [{**{k: v for k, v in c.items() if k != "answers"},
+                         "answer": c.get("answers", [c["answer"]] * rounds)[i]}
+                        for c in checks]
+        return pyperf.Run([float(sum(c["isolates"] for c in checks))], metadata={
+            "name": f"isolation:audit:{backend}", "loops": 1, "vmvc_unit": "checks",
+            "vmvc_better": "higher", "vmvc_audit": json.dumps(round_checks)},
+            collect_metadata=False)
+
+    suite = pyperf.BenchmarkSuite([pyperf.Benchmark([run_of(b, checks, i)
+                                                     for i in range(rounds)])
+                                   for b, checks in audits.items()])
+    manifest = SimpleNamespace(accelerator=SimpleNamespace(name="kvm"),
+                               host=SimpleNamespace(kernel="6.1"))
+    return Run(Path("synthetic"), manifest, suite, frame_of(suite, {}))
+
+
+def _checks(**isolating: bool) -> list[dict]:
+    return [{"name": name, "short": name, "question": f"{name}?", "isolates": value,
+             "answer": "yes" if value else "no", "evidence": "e"}
+            for name, value in isolating.items()]
+
+
+VIEW = {"host_pids": True, "host_root_fs": True, "own_network": True, "own_hostname": True}
+
+
+def test_the_isolation_claim_is_decided_by_the_audit() -> None:
+    from reports.summary import claim_isolation
+
+    container = _checks(own_kernel=False, **VIEW, host_root=False)
+    vm = _checks(own_kernel=True, **VIEW, host_root=True)
+    holds = claim_isolation(_audited_run({"runc": container, "vm": vm}))
+    assert holds.verdict == "holds" and "runc 5 of 6" in holds.evidence
+    weak = _checks(own_kernel=False, **{**VIEW, "own_network": False}, host_root=False)
+    assert claim_isolation(_audited_run({"runc": weak, "vm": vm})).verdict == "holds in part"
+    missing = claim_isolation(_audited_run({"runc": container, "crun": container, "vm": vm,
+                                            "docker": []}))
+    assert missing.verdict == "holds in part" and "docker" in missing.evidence
+    older = _checks(own_kernel=False, host_mounts=True)  # an audit of other checks: no crash
+    assert claim_isolation(_audited_run({"runc": older, "vm": older})).verdict == \
+        "not measured here"
+
+
+def test_the_matrix_marks_an_answer_that_varied_between_rounds() -> None:
+    from reports.isolation import matrix
+
+    checks = _checks(own_kernel=False, **VIEW)
+    checks[1]["answers"] = ["no", "yes"]
+    table = matrix(_audited_run({"crun": checks, "bare": _checks(own_kernel=False)},
+                                rounds=2).frame)
+    assert [row["backend"] for row in table["rows"]] == ["bare", "crun"]  # the spectrum's order
+    assert table["varied"] and table["rows"][1]["cells"][1]["varied"]
+    assert table["rows"][0]["cells"][1] is None  # bare's audit had no such check: a dash

@@ -15,6 +15,9 @@ class BuiltinCliBackend(OciCliBackend):
     name = "builtin-cli"
     mounts_rootfs = False  # vmvc-runtime mounts the image named in the config's annotation
     harness_network = False  # its org.vmvc.network annotation puts the container on vmvc0
+    # the same containers as builtin's, started through the CLI: in the quick suite only
+    # what the CLI changes (startup, memory) and the audit; its workloads in the full suite
+    quick_metrics = ("startup", "memory", "isolation")
 
     def address_of(self, bundle: Bundle) -> str | None:
         from runtime.state import StateStore

@@ -42,8 +42,8 @@ class Suite:
 
 SUITES = {
     "quick": Suite("quick", startup=Counts(3, 3, 1, loops=0), memory=Counts(1, 3, 0),
-                   cost=Counts(1, 2, 1), vm_boots=2, vm_cost_values=2, vm_cost_warmups=1,
-                   density_max=0, settle_seconds=1.0, burst_sizes=(4,), bursts=2),
+                   cost=Counts(1, 2, 1), vm_boots=2, vm_cost_values=2, vm_cost_warmups=0,
+                   density_max=0, settle_seconds=0.5, burst_sizes=(4,), bursts=1),
     "full": Suite("full", startup=Counts(20, 3, 1, loops=0), memory=Counts(3, 3, 0),
                   cost=Counts(3, 3, 1), vm_boots=10, vm_cost_values=5, vm_cost_warmups=1,
                   density_max=32, settle_seconds=3.0, burst_sizes=(1, 4, 16), bursts=3),
