@@ -467,7 +467,7 @@ class LxcBackend(Backend):
         name, root = self.prepare()
         try:
             dom = self.create(self.spec(name, root, argv, None))
-            self.connection().wait_stopped(name, TIMEOUT)
+            self.connection().wait_stopped(name, TIMEOUT, _controller(dom))
             seconds = time.monotonic() - start
         except VmError as exc:
             raise VmvcError(str(exc)) from exc
@@ -499,6 +499,16 @@ class LxcBackend(Backend):
             os.close(read_fd)
             with uninterruptible():
                 self.remove(name, dom, root)
+
+
+def _controller(dom) -> int:
+    """The domain's libvirt_lxc pid (its ID), 0 once it is gone."""
+    import libvirt
+
+    try:
+        return dom.ID()
+    except libvirt.libvirtError:
+        return 0
 
 
 def cleanup(workdir: Path) -> list[str]:
