@@ -69,6 +69,10 @@ class Isolation(Metric):
             checks = audit(instance, task.name)
         clock.stop()
         passed = sum(check["isolates"] for check in checks)
+        if not passed:  # pyperf records only positive values
+            raise VmvcError(f"{task.name}: no check of {len(checks)} isolates (pyperf cannot "
+                            "record a zero); the answers: " + "; ".join(
+                                f"{c['short']}: {c['answer']}" for c in checks))
         meta = {**metadata[task.name], "vmvc_audit": json.dumps(checks)}
         return [pyperf.Benchmark([clock.run([float(passed)], meta)])]
 
