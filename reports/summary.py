@@ -333,6 +333,13 @@ def _claim_isolation_audited(text: str, audited: dict[str, dict[str, dict]], vm:
                 + f". The {vm} " + ("ran a kernel of its own, so its root and capabilities "
                                     "reach that kernel only" if system else
                                     "did not show a kernel of its own"))
+    between = [b for b in backends_in_order(audited)
+               if GROUP.get(b) in ("sandbox", "system-container", "container-in-VM")]
+    if between:
+        evidence += ". Between them: " + "; ".join(
+            f"{b} ({GROUP[b].replace('-', ' ')}) {passed(b)} of {total}"
+            + (", its own kernel" if audited[b]["own_kernel"]["isolates"] else
+               ", the host's kernel") for b in between)
     if len(views) == len(containers) and len(shared) == len(containers) and system:
         return Claim(text, "holds", evidence, "holds")
     return Claim(text, "holds in part", evidence, "partly")
