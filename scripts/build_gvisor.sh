@@ -22,17 +22,13 @@ PACKAGES=(golang-go golang-gvisor-gvisor-dev g++ binutils)
 LOG=/var/log/vmvc-build-gvisor.log
 fail() { printf 'build_gvisor: %s\n' "$*" >&2; exit 1; }
 
-install_packages() {
+check_packages() {  # scripts/setup.sh installs them (its PACKAGES)
   local missing=()
   for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
       || missing+=("$pkg")
   done
-  [ ${#missing[@]} -eq 0 ] && return
-  printf '\033[1m==> %s\033[0m\n' "installing ${missing[*]} (to build runsc)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
-    >>"$LOG" 2>&1 || fail "apt-get install ${missing[*]} failed (see $LOG)"
+  [ ${#missing[@]} -eq 0 ] || fail "not installed: ${missing[*]} (make setup installs them)"
 }
 
 inputs_hash() {  # every Go package (gVisor's source and its dependencies), the toolchain, us
@@ -63,7 +59,7 @@ build_runsc() {  # $1: a scratch dir, $2: the output binary. Each step checked: 
       gvisor.dev/gvisor/runsc)
 }
 
-install_packages
+check_packages
 [ -f "$LDS" ] || fail "$LDS is missing"
 [ -d "$SRC/vdso" ] || fail "$SRC/vdso is missing (golang-gvisor-gvisor-dev changed?)"
 hash=$(inputs_hash)

@@ -22,6 +22,7 @@ PACKAGES=(
   iproute2 nftables util-linux procps libseccomp2 libseccomp-dev umoci gcc python3-dev python3-venv
   libxml2-utils  # xmllint, which libvirt-clients' virt-xml-validate runs (the domain XML test)
   podman docker.io  # the engines that drive vmvc-runtime in the conformance tests
+  golang-go golang-gvisor-gvisor-dev g++ binutils  # runsc, built by scripts/build_gvisor.sh
 )
 # the report tests load the HTML in a real browser: Debian's chromium (Ubuntu ships it as a
 # snap, which does not run here; the test says so and skips);

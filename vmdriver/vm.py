@@ -550,7 +550,7 @@ def memory_cgroup_usage(pid: int) -> int | None:
     return None
 
 
-def _owner_alive(workdir: Path) -> bool:
+def owner_alive(workdir: Path) -> bool:
     """Is the process that booted this VM still holding its work dir's lock?"""
     try:
         fd = os.open(workdir / "owner.lock", os.O_RDWR | os.O_CLOEXEC)
@@ -576,13 +576,13 @@ def cleanup(uri: str = DEFAULT_URI) -> list[str]:
     try:
         names = {d.name(): d for d in conn.listAllDomains() if d.name().startswith(NAME_PREFIX)}
         for name, dom in names.items():
-            if not _owner_alive(VM_WORKDIR / name):
+            if not owner_alive(VM_WORKDIR / name):
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.destroy()
                     removed.append(f"domain {name}")
         if VM_WORKDIR.is_dir():
             for workdir in VM_WORKDIR.iterdir():
-                if workdir.name.startswith(NAME_PREFIX) and not _owner_alive(workdir):
+                if workdir.name.startswith(NAME_PREFIX) and not owner_alive(workdir):
                     if workdir.name in names and names[workdir.name].isActive():
                         continue
                     shutil.rmtree(workdir, ignore_errors=True)

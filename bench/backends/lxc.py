@@ -42,6 +42,7 @@ from runtime import network
 from runtime.cgroups import is_unified
 from runtime.linux import CLONE_NEWNS, MNT_DETACH, Linux
 from vmdriver.errors import VmError
+from vmdriver.vm import owner_alive
 
 ROOTS = "lxc"  # under the work dir: one dir per instance (upper, work, rootfs, owner.lock)
 TIMEOUT = 60.0
@@ -88,21 +89,6 @@ def _own_lock(path: Path) -> int:
     fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
-
-
-def owner_alive(directory: Path) -> bool:
-    """Does a live process hold the instance dir's lock (it made the instance)?"""
-    try:
-        fd = os.open(directory / "owner.lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 class OverlayRoot:
