@@ -76,8 +76,9 @@ def judge(facts: dict[str, str], host: dict[str, str], reached: bool) -> list[Ch
                f"(host {host['kernel']}, boot id {host['boot_id']})"),
         _host_pids(facts, same["pid"], seen["pid"]),
         _host_root_fs(facts, host, own),
-        _own(same["net"], "net ns " + seen["net"]),
-        _own(same["uts"], f"hostname {facts.get('hostname', '?')!r}, uts ns {seen['uts']}"),
+        _own("own_network", same["net"], "net ns " + seen["net"]),
+        _own("own_hostname", same["uts"],
+             f"hostname {facts.get('hostname', '?')!r}, uts ns {seen['uts']}"),
         _sys_admin(caps, own or own_user,
                    f"CapEff {facts.get('CapEff', '?')} ({_count(caps)} capabilities{guest}"
                    + (", in a user namespace of its own: over the namespaces it owns, not "
@@ -137,8 +138,7 @@ def _host_root_fs(facts: dict[str, str], host: dict[str, str], own: bool) -> Che
     return _check("host_root_fs", _yes(bool(at)), not at, evidence)
 
 
-def _own(same: bool | None, evidence: str) -> Check:
-    name = "own_network" if evidence.startswith("net") else "own_hostname"
+def _own(name: str, same: bool | None, evidence: str) -> Check:
     answer = "unknown" if same is None else _yes(not same)
     return _check(name, answer, same is False, evidence)
 

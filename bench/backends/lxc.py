@@ -178,6 +178,9 @@ def _enter_and_exec(namespaces: list[int], cgroups: list[str], bounding: int,
     its status."""
     linux = Linux()
     try:
+        # nothing of the harness's (a libvirt socket among them) may be open once the
+        # process is in the container, where its root could reach /proc/PID/fd
+        _close_all_but({*namespaces, *stdio, errors})
         for procs in cgroups:
             with open(procs, "w") as handle:
                 handle.write("0")
@@ -194,6 +197,14 @@ def _enter_and_exec(namespaces: list[int], cgroups: list[str], bounding: int,
     _, status = os.waitpid(grandchild, 0)
     code = os.waitstatus_to_exitcode(status)
     os._exit(code if code >= 0 else 128 - code)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _exec(linux: Linux, bounding: int, argv: list[str], stdio: tuple[int, int, int]) -> None:
